@@ -1,0 +1,77 @@
+# The two commands that set everything up on a fresh Debian machine (root):
+#   make demo   converge the demo site in the long-lived nested-KVM container kvmlab-demo
+#   make test   lint, sanity, unit tests and the Molecule scenarios
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DEMO ?= kvmlab-demo
+DEMO_PORT ?= 22220
+SCENARIOS ?= default
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
+export PY_COLORS := 1
+export ANSIBLE_FORCE_COLOR := 1
+
+APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client uidmap iptables python3-venv rsync
+
+.PHONY: help deps venv image demo demo-destroy test lint sanity unit molecule clean
+
+help:
+	@sed -n '1,4p' Makefile
+
+# OS packages for the harness; apt runs only when one is missing.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+image: deps
+	tools/harness image >/dev/null
+
+demo: venv image
+	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
+	$(BIN)/ansible-playbook -i inventories/demo playbooks/site.yml
+	@echo; echo "== What $(DEMO) now has"; \
+	tools/harness ssh $(DEMO) 'virsh -c qemu:///system version; echo; virsh -c qemu:///system net-list --all; virsh -c qemu:///system pool-list --all; virsh -c qemu:///system list --all'
+
+demo-destroy:
+	tools/harness down $(DEMO)
+
+test: venv lint sanity unit molecule
+
+lint: venv
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint
+	$(BIN)/ruff check plugins tests
+
+# ansible-test needs the collection under ansible_collections/<namespace>/<name>: copy the
+# tracked and new files there (not the collections/ symlink, which points back here).
+sanity: venv
+	rm -rf .kvmlab/sanity
+	mkdir -p .kvmlab/sanity/ansible_collections/kvmlab/hypervisor
+	git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
+	  | xargs -0 cp --parents -t .kvmlab/sanity/ansible_collections/kvmlab/hypervisor
+	cd .kvmlab/sanity/ansible_collections/kvmlab/hypervisor && \
+	  $(CURDIR)/$(BIN)/ansible-test sanity --color --venv --requirements --python 3.11
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+molecule: venv image
+	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
+
+clean:
+	rm -rf .kvmlab/sanity .pytest_cache .ruff_cache

@@ -1,0 +1,154 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure readers of the host facts the hypervisor roles decide on.
+
+Every function takes the paths it reads as arguments, so unit tests run them against fixture
+trees; kvmlab.hypervisor.host_info only wires them to the real system.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+# The KVM module of each CPU vendor, as /proc/cpuinfo names the vendor.
+KVM_MODULE_BY_VENDOR = {
+    "GenuineIntel": "kvm_intel",
+    "AuthenticAMD": "kvm_amd",
+    "HygonGenuine": "kvm_amd",
+}
+
+
+def parse_os_release(text: str) -> dict:
+    """Return ID, VERSION_ID, ID_LIKE and PRETTY_NAME of an os-release file as lower-case keys."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return {
+        "id": values.get("ID", "linux"),
+        "version_id": values.get("VERSION_ID", ""),
+        # Debian's major release; rolling distributions such as Arch have none.
+        "major": values.get("VERSION_ID", "").split(".")[0],
+        "id_like": values.get("ID_LIKE", "").split(),
+        "pretty_name": values.get("PRETTY_NAME", values.get("NAME", "Linux")),
+    }
+
+
+def kvm_device(path: str = "/dev/kvm") -> dict:
+    """Say whether the KVM device exists and can really be opened, and who may use it.
+
+    Opening it is the only honest test: nested setups expose a working /dev/kvm without the
+    vmx/svm CPU flags, and a node that exists can still be unusable.
+    """
+    result = {"path": path, "present": os.path.exists(path), "openable": False,
+              "error": "", "mode": "", "uid": None, "gid": None}
+    if not result["present"]:
+        result["error"] = "%s does not exist" % path
+        return result
+    st = os.stat(path)
+    result.update(mode="%04o" % (st.st_mode & 0o7777), uid=st.st_uid, gid=st.st_gid)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        result["error"] = "cannot open %s: %s" % (path, exc.strerror)
+    else:
+        os.close(fd)
+        result["openable"] = True
+    return result
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """Vendor and the virtualisation-related flags of the first CPU in /proc/cpuinfo."""
+    vendor = ""
+    flags: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "flags" and not flags:
+            flags = value.split()
+        if vendor and flags:
+            break
+    virt = [f for f in ("vmx", "svm") if f in flags]
+    return {
+        "vendor": vendor,
+        "virtualization_flags": virt,
+        "running_under_hypervisor": "hypervisor" in flags,
+        "kvm_module": KVM_MODULE_BY_VENDOR.get(vendor, ""),
+    }
+
+
+def iommu_state(iommu_groups_dir: str, cmdline: str) -> dict:
+    """IOMMU groups the kernel created, and the IOMMU options on its command line."""
+    try:
+        groups = len(os.listdir(iommu_groups_dir))
+    except OSError:
+        groups = 0
+    options = [w for w in cmdline.split() if re.match(r"^(intel_iommu|amd_iommu|iommu)=", w)]
+    return {"enabled": groups > 0, "groups": groups, "cmdline_options": options}
+
+
+def kernel_module_state(names: list[str], sys_module_dir: str, modules_dir: str) -> dict:
+    """For each kernel module name: loaded (or built in and initialised) and available.
+
+    `available` means the running kernel can load it: it is listed in modules.dep or
+    modules.builtin of /lib/modules/$(uname -r). Containers have no such directory, so nothing
+    there is available and nothing is loaded by the role.
+    """
+    known: set[str] = set()
+    for index in ("modules.dep", "modules.builtin"):
+        try:
+            with open(os.path.join(modules_dir, index), encoding="utf-8") as f:
+                for line in f:
+                    path = line.split(":", 1)[0].strip()
+                    name = os.path.basename(path).split(".ko", 1)[0]
+                    known.add(name.replace("-", "_"))
+        except OSError:
+            continue
+    state = {}
+    for name in names:
+        canonical = name.replace("-", "_")
+        loaded = os.path.isdir(os.path.join(sys_module_dir, canonical))
+        state[name] = {"loaded": loaded, "available": loaded or canonical in known}
+    return state
+
+
+def parse_systemctl_show(text: str) -> dict:
+    """Parse `systemctl show -p Id,LoadState,ActiveState,UnitFileState U1 U2 ...` output.
+
+    systemctl prints one block per unit, in the order asked, separated by blank lines.
+    """
+    units = {}
+    for block in re.split(r"\n\s*\n", text.strip()):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" not in fields:
+            continue
+        units[fields["Id"]] = {
+            "load_state": fields.get("LoadState", ""),
+            "active_state": fields.get("ActiveState", ""),
+            "unit_file_state": fields.get("UnitFileState", ""),
+        }
+    return units
+
+
+def user_state(names: list[str], existing: set[str], members: dict[str, list[str]]) -> dict:
+    """For each user: whether it exists and which groups list it as a supplementary member.
+
+    `existing` are the user names that resolve, `members` maps each group to its member names
+    (from NSS, so directory users count too).
+    """
+    return {
+        name: {
+            "exists": name in existing,
+            "groups": sorted(g for g, users in members.items() if name in users),
+        }
+        for name in names
+    }

@@ -1,0 +1,214 @@
+#!/usr/bin/python
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: host_info
+short_description: Read what a hypervisor host offers and how its libvirt parts stand, in one call
+version_added: 0.1.0
+description:
+  - Reads the operating system, the KVM device (by opening it), the CPU's virtualisation flags,
+    IOMMU groups, kernel modules, systemd units and users in a single remote call.
+  - The host role decides its preflight errors and what to converge from this one result, so a
+    re-run that has nothing to do costs one remote task for all these checks instead of one per
+    unit, module or user.
+  - Changes nothing.
+author:
+  - kvmlab developers
+options:
+  units:
+    description: systemd units whose load, active and unit-file states are reported.
+    type: list
+    elements: str
+    default: []
+  users:
+    description: Users whose existence and supplementary groups are reported.
+    type: list
+    elements: str
+    default: []
+  kernel_modules:
+    description:
+      - Kernel modules whose loaded and available states are reported.
+      - The KVM module of the host's CPU vendor (C(kvm_intel) or C(kvm_amd)) is always added.
+    type: list
+    elements: str
+    default: []
+  kvm_device:
+    description: Path of the KVM device.
+    type: path
+    default: /dev/kvm
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+notes:
+  - Missing CPU virtualisation flags and a host without IOMMU groups are reported as warnings,
+    not errors, since nested hypervisors often hide the flags while C(/dev/kvm) works.
+"""
+
+EXAMPLES = r"""
+- name: Read the host's hypervisor state
+  kvmlab.hypervisor.host_info:
+    units: [libvirtd.socket, virtlogd.socket]
+    users: [alice]
+    kernel_modules: [vhost_net, tun, bridge]
+  register: host
+
+- name: Stop early when KVM cannot be used
+  ansible.builtin.assert:
+    that: host.kvm.openable
+    fail_msg: "{{ host.kvm.error }}"
+"""
+
+RETURN = r"""
+os:
+  description: The operating system, from /etc/os-release.
+  returned: always
+  type: dict
+  sample: {id: debian, version_id: "12", major: "12", id_like: [], pretty_name: Debian GNU/Linux 12 (bookworm)}
+kvm:
+  description: The KVM device; C(openable) is true only when opening it read-write succeeded.
+  returned: always
+  type: dict
+  sample: {path: /dev/kvm, present: true, openable: true, error: "", mode: "0660", uid: 0, gid: 104}
+kvm_group:
+  description: Name of the group that owns the KVM device, empty when it has none.
+  returned: always
+  type: str
+  sample: kvm
+cpu:
+  description: CPU vendor, its virtualisation flags, and the KVM module for that vendor.
+  returned: always
+  type: dict
+  sample: {vendor: GenuineIntel, virtualization_flags: [vmx], running_under_hypervisor: false, kvm_module: kvm_intel}
+iommu:
+  description: Whether the kernel created IOMMU groups, and the IOMMU options on its command line.
+  returned: always
+  type: dict
+  sample: {enabled: true, groups: 21, cmdline_options: [intel_iommu=on]}
+kernel_modules:
+  description: Loaded and available state of each requested kernel module.
+  returned: always
+  type: dict
+  sample: {vhost_net: {loaded: true, available: true}}
+kernel_modules_to_load:
+  description: Requested modules the running kernel offers but has not loaded.
+  returned: always
+  type: list
+  elements: str
+  sample: [vhost_net]
+units:
+  description: Load, active and unit-file state of each requested systemd unit.
+  returned: always
+  type: dict
+  sample: {libvirtd.socket: {load_state: loaded, active_state: active, unit_file_state: enabled}}
+users:
+  description: Existence and supplementary groups of each requested user.
+  returned: always
+  type: dict
+  sample: {alice: {exists: true, groups: [libvirt]}}
+"""
+
+import grp
+import os
+import platform
+import pwd
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import host_info
+
+
+def read(path: str, default: str = "") -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def existing_users(names: list[str]) -> set[str]:
+    found = set()
+    for name in names:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        found.add(name)
+    return found
+
+
+def core(module: AnsibleModule) -> dict:
+    params = module.params
+    cpu = host_info.parse_cpuinfo(read("/proc/cpuinfo"))
+    modules = list(params["kernel_modules"])
+    if cpu["kvm_module"] and cpu["kvm_module"] not in modules:
+        modules.insert(0, cpu["kvm_module"])
+    module_state = host_info.kernel_module_state(
+        modules, "/sys/module", os.path.join("/lib/modules", platform.release()))
+
+    units = {}
+    if params["units"]:
+        systemctl = module.get_bin_path("systemctl", required=True)
+        rc, out, err = module.run_command(
+            [systemctl, "show", "--no-pager", "-p", "Id,LoadState,ActiveState,UnitFileState", "--"]
+            + params["units"])
+        if rc != 0:
+            module.fail_json(msg="systemctl show failed: %s" % err.strip(), rc=rc)
+        units = host_info.parse_systemctl_show(out)
+        for name in params["units"]:
+            # systemctl reports unknown units too (LoadState=not-found); keep the asked name.
+            units.setdefault(name, {"load_state": "not-found", "active_state": "inactive",
+                                    "unit_file_state": ""})
+
+    kvm = host_info.kvm_device(params["kvm_device"])
+    kvm_group = ""
+    if kvm["gid"] is not None:
+        try:
+            kvm_group = grp.getgrgid(kvm["gid"]).gr_name
+        except KeyError:
+            kvm_group = str(kvm["gid"])
+
+    iommu = host_info.iommu_state("/sys/kernel/iommu_groups", read("/proc/cmdline"))
+    if kvm["openable"] and not cpu["virtualization_flags"]:
+        module.warn("The CPU shows no vmx/svm flag although %s works: a nested or paravirtualised "
+                    "setup. Guests run, but firmware features such as SMM may not." % kvm["path"])
+    if not iommu["enabled"]:
+        module.warn("No IOMMU groups: PCI passthrough is unavailable. Enable VT-d/AMD-Vi in the "
+                    "firmware and add intel_iommu=on (Intel) to the kernel command line if needed.")
+
+    return {
+        "changed": False,
+        "os": host_info.parse_os_release(read("/etc/os-release") or read("/usr/lib/os-release")),
+        "kvm": kvm,
+        "kvm_group": kvm_group,
+        "cpu": cpu,
+        "iommu": iommu,
+        "kernel_modules": module_state,
+        "kernel_modules_to_load": [m for m, s in module_state.items()
+                                   if s["available"] and not s["loaded"]],
+        "units": units,
+        "users": host_info.user_state(params["users"], existing_users(params["users"]),
+                                      {g.gr_name: list(g.gr_mem) for g in grp.getgrall()}),
+    }
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "units": {"type": "list", "elements": "str", "default": []},
+            "users": {"type": "list", "elements": "str", "default": []},
+            "kernel_modules": {"type": "list", "elements": "str", "default": []},
+            "kvm_device": {"type": "path", "default": "/dev/kvm"},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(**core(module))
+
+
+if __name__ == "__main__":
+    main()
