@@ -11,6 +11,7 @@ BIN := $(VENV)/bin
 DEMO ?= kvmlab-demo
 DEMO_PORT ?= 22220
 SCENARIOS ?= default
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
 export PY_COLORS := 1
@@ -57,14 +58,19 @@ lint: venv
 	$(BIN)/ansible-lint
 	$(BIN)/ruff check plugins tests
 
-# ansible-test needs the collection under ansible_collections/<namespace>/<name>: copy the
-# tracked and new files there (not the collections/ symlink, which points back here).
+# ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside any
+# git work tree (it lists files with git): copy the tracked and new files there, but not the
+# collections/ symlink, which points back here.
+SANITY_DIR ?= /var/tmp/kvmlab-sanity
+# The pip version ansible-test (ansible-core 2.19) bootstraps in its sanity virtualenvs.
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 sanity: venv
-	rm -rf .kvmlab/sanity
-	mkdir -p .kvmlab/sanity/ansible_collections/kvmlab/hypervisor
+	install -D -m 0644 tools/get-pip-standin.py $(GET_PIP_CACHE)
+	rm -rf $(SANITY_DIR)
+	mkdir -p $(SANITY_DIR)/ansible_collections/kvmlab/hypervisor
 	git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
-	  | xargs -0 cp --parents -t .kvmlab/sanity/ansible_collections/kvmlab/hypervisor
-	cd .kvmlab/sanity/ansible_collections/kvmlab/hypervisor && \
+	  | xargs -0 cp --parents -t $(SANITY_DIR)/ansible_collections/kvmlab/hypervisor
+	cd $(SANITY_DIR)/ansible_collections/kvmlab/hypervisor && \
 	  $(CURDIR)/$(BIN)/ansible-test sanity --color --venv --requirements --python 3.11
 
 unit: venv
@@ -74,4 +80,4 @@ molecule: venv image
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
 
 clean:
-	rm -rf .kvmlab/sanity .pytest_cache .ruff_cache
+	rm -rf $(SANITY_DIR) .pytest_cache .ruff_cache

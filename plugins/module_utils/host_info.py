@@ -22,11 +22,11 @@ KVM_MODULE_BY_VENDOR = {
 def parse_os_release(text: str) -> dict:
     """Return ID, VERSION_ID, ID_LIKE and PRETTY_NAME of an os-release file as lower-case keys."""
     values = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
-        key, _, value = line.partition("=")
+        key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
@@ -69,7 +69,7 @@ def parse_cpuinfo(text: str) -> dict:
     vendor = ""
     flags: list[str] = []
     for line in text.splitlines():
-        key, _, value = line.partition(":")
+        key, value = (line.split(":", 1) + [""])[:2]
         key = key.strip()
         if key == "vendor_id" and not vendor:
             vendor = value.strip()

@@ -17,7 +17,7 @@ description:
     unit, module or user.
   - Changes nothing.
 author:
-  - kvmlab developers
+  - kvmlab developers (@kvmlab)
 options:
   units:
     description: systemd units whose load, active and unit-file states are reported.
@@ -46,6 +46,7 @@ attributes:
     description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 notes:
   - Missing CPU virtualisation flags and a host without IOMMU groups are reported as warnings,
     not errors, since nested hypervisors often hide the flags while C(/dev/kvm) works.
