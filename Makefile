@@ -17,7 +17,7 @@ export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
 
-APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client uidmap iptables python3-venv rsync
+APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git
 
 .PHONY: help deps venv image demo demo-destroy test lint sanity unit molecule clean
 
