@@ -44,7 +44,7 @@ image: deps
 
 demo: venv image
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
-	$(BIN)/ansible-playbook -i inventories/demo playbooks/site.yml
+	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
 	@echo; echo "== What $(DEMO) now has"; \
 	tools/harness ssh $(DEMO) 'virsh -c qemu:///system version; echo; virsh -c qemu:///system net-list --all; virsh -c qemu:///system pool-list --all; virsh -c qemu:///system list --all'
 
@@ -56,7 +56,7 @@ test: venv lint sanity unit molecule
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
-	$(BIN)/ruff check plugins tests
+	$(BIN)/ruff check plugins tests molecule
 
 # ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside any
 # git work tree (it lists files with git): copy the tracked and new files there, but not the

@@ -69,7 +69,7 @@ def parse_cpuinfo(text: str) -> dict:
     vendor = ""
     flags: list[str] = []
     for line in text.splitlines():
-        key, value = (line.split(":", 1) + [""])[:2]
+        key, _sep, value = line.partition(":")
         key = key.strip()
         if key == "vendor_id" and not vendor:
             vendor = value.strip()
