@@ -1,0 +1,56 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: storage_errors
+short_description: Find the mistakes in a storage pool and volume spec
+version_added: 0.1.0
+author: kvmlab developers (@kvmlab)
+description:
+  - Checks libvirt storage pools (unique names, absolute paths, no two pools on one directory)
+    and volumes (known pool, file name, size, absolute backing file).
+  - Returns one message per mistake, each naming the inventory field; an empty list means the
+    spec is sound. The storage role fails on a non-empty list before changing anything.
+options:
+  _input:
+    description: The pools, as in C(storage_pools).
+    type: list
+    elements: dict
+    required: true
+  volumes:
+    description: The volumes, as in C(storage_volumes).
+    type: list
+    elements: dict
+    default: []
+"""
+
+EXAMPLES = r"""
+- name: Stop on a bad storage spec
+  ansible.builtin.fail:
+    msg: "{{ storage_pools | kvmlab.hypervisor.storage_errors(storage_volumes) | join('\n') }}"
+  when: storage_pools | kvmlab.hypervisor.storage_errors(storage_volumes) | length > 0
+"""
+
+RETURN = r"""
+_value:
+  description: One message per mistake.
+  type: list
+  elements: str
+"""
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import pool_errors, volume_errors
+
+
+def storage_errors(pools, volumes=None):
+    if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
+        raise AnsibleFilterError("storage_errors expects a list of pool dicts, got %r" % (pools,))
+    volumes = volumes or []
+    return pool_errors(pools) + volume_errors(volumes, pools)
+
+
+class FilterModule:
+    def filters(self):
+        return {"storage_errors": storage_errors}

@@ -1,0 +1,45 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Connecting to libvirt from the collection's modules."""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+else:
+    LIBVIRT_IMPORT_ERROR = None
+
+
+def connect(module, uri: str, predicted: str):
+    """Open `uri` read-write, or end the module.
+
+    On a fresh host in check mode libvirt (or its Python binding) is not installed yet, because
+    the host role only predicted the install: then the module ends with changed=True and
+    `predicted` as its message instead of failing.
+    """
+    if libvirt is None:
+        if module.check_mode:
+            module.exit_json(changed=True, msg="libvirt's Python binding is not installed yet; " + predicted)
+        module.fail_json(msg=missing_required_lib("libvirt-python (Debian: python3-libvirt, Arch: python-libvirt)"),
+                         exception=LIBVIRT_IMPORT_ERROR)
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        if module.check_mode:
+            module.exit_json(changed=True, msg="libvirt does not answer at %s yet (%s); %s" % (uri, exc, predicted))
+        module.fail_json(msg="cannot connect to libvirt at %s: %s" % (uri, exc))
+    return None
+
+
+def is_no_such(exc) -> bool:
+    """Whether a libvirtError says the object does not exist."""
+    return exc.get_error_code() in (
+        libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_NO_STORAGE_VOL,
+        libvirt.VIR_ERR_NO_DOMAIN)

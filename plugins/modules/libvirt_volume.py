@@ -1,0 +1,208 @@
+#!/usr/bin/python
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: libvirt_volume
+short_description: Create libvirt storage volumes once, never recreate or shrink them
+version_added: 0.1.0
+description:
+  - Creates each listed volume that does not exist yet in its pool (qcow2 with compat 1.1 and
+    metadata preallocation by default, optionally on a backing file).
+  - An existing volume is never recreated, whatever its format. A capacity below its current size
+    is an error, reported before any volume is touched; growing needs O(volumes[].allow_grow).
+  - Rescans the pools first, so disk images copied in by hand count as existing.
+author:
+  - kvmlab developers (@kvmlab)
+requirements:
+  - libvirt-python on the managed host (Debian python3-libvirt, Arch python-libvirt)
+options:
+  volumes:
+    description: The volumes.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      pool:
+        description: Name of the pool that holds the volume.
+        type: str
+        required: true
+      name:
+        description: File name of the volume in the pool.
+        type: str
+        required: true
+      capacity:
+        description: Virtual size, such as C(40G) or a number of bytes (binary units).
+        type: str
+        required: true
+      format:
+        description: Image format.
+        type: str
+        choices: [qcow2, raw]
+        default: qcow2
+      preallocation:
+        description: C(metadata) preallocates qcow2 metadata (faster first writes); C(off) does not.
+        type: str
+        choices: [metadata, "off"]
+        default: metadata
+      backing_file:
+        description: Absolute path of a backing image (qcow2 only).
+        type: path
+      backing_format:
+        description: Format of O(volumes[].backing_file).
+        type: str
+        choices: [qcow2, raw]
+        default: qcow2
+      allow_grow:
+        description: Grow an existing volume that is smaller than O(volumes[].capacity).
+        type: bool
+        default: false
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+attributes:
+  check_mode:
+    support: full
+    description: Reports what it would create or grow and calls no write API.
+  diff_mode:
+    support: full
+    description: Shows each created or grown volume's capacity before and after.
+"""
+
+EXAMPLES = r"""
+- name: win11's system disk, as on the seed
+  kvmlab.hypervisor.libvirt_volume:
+    volumes:
+      - {pool: vm, name: win11.qcow2, capacity: 40G}
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be done in check mode) per pool/volume.
+  returned: always
+  type: dict
+  sample: {vm/win11.qcow2: create}
+paths:
+  description: The path of each listed volume that exists (or would, in check mode).
+  returned: always
+  type: dict
+  sample: {vm/win11.qcow2: /mnt/vm/win11.qcow2}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volplan
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, libvirt
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
+
+
+def lookup_pool(module, conn, name: str, cache: dict):
+    if name not in cache:
+        try:
+            pool = conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if module.check_mode and is_no_such(exc):
+                cache[name] = None  # the storage role would define it first
+                return None
+            module.fail_json(msg="pool %s: %s" % (name, exc))
+        if not pool.isActive():
+            if module.check_mode:
+                cache[name] = None
+                return None
+            module.fail_json(msg="pool %s is not active; start it (kvmlab.hypervisor.libvirt_pool) first" % name)
+        pool.refresh(0)
+        cache[name] = pool
+    return cache[name]
+
+
+def existing(module, pool, spec: dict, key: str) -> tuple:
+    """The volume and its {capacity, format}, or (None, None) when it does not exist."""
+    if pool is None:
+        return None, None
+    try:
+        vol = pool.storageVolLookupByName(spec["name"])
+        _type, cap, _alloc = vol.info()
+        return vol, {"capacity": cap, "format": volplan.volume_format(vol.XMLDesc(0))}
+    except libvirt.libvirtError as exc:
+        if not is_no_such(exc):
+            module.fail_json(msg="volume %s: %s" % (key, exc))
+    return None, None
+
+
+def create(pool, spec: dict, capacity: int):
+    flags = 0
+    if spec["format"] == "qcow2" and spec["preallocation"] == "metadata" and not spec.get("backing_file"):
+        flags |= libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
+    return pool.createXML(volplan.volume_xml(spec, capacity), flags)
+
+
+def core(module: AnsibleModule) -> dict:
+    conn = connect(module, module.params["uri"], "would create the volumes")
+    pools: dict = {}
+    plans = []
+    # Plan every volume before changing any, so a refused shrink stops the whole list.
+    for spec in module.params["volumes"]:
+        key = "%s/%s" % (spec["pool"], spec["name"])
+        try:
+            capacity = parse_size(spec["capacity"])
+        except ValueError as exc:
+            module.fail_json(msg="volumes[%s].capacity: %s" % (key, exc))
+        pool = lookup_pool(module, conn, spec["pool"], pools)
+        vol, current = existing(module, pool, spec, key)
+        action, problem = volplan.plan(spec, capacity, current)
+        if problem and problem[0] == "error":
+            module.fail_json(msg="volumes[%s]: %s" % (key, problem[1]))
+        plans.append((spec, key, capacity, pool, vol, current, action, problem))
+
+    result = {"changed": False, "actions": {}, "paths": {}, "diff": {"before": {}, "after": {}}}
+    for spec, key, capacity, pool, vol, current, action, problem in plans:
+        if problem:
+            module.warn(problem[1])
+        if vol is not None:
+            result["paths"][key] = vol.path()
+        if action is None:
+            continue
+        result["changed"] = True
+        result["actions"][key] = action
+        result["diff"]["before"][key] = {"capacity": current["capacity"]} if current else {"exists": False}
+        result["diff"]["after"][key] = {"capacity": capacity, "format": spec["format"]}
+        if module.check_mode:
+            continue
+        try:
+            if action == "create":
+                result["paths"][key] = create(pool, spec, capacity).path()
+            else:
+                vol.resize(capacity, 0)
+        except libvirt.libvirtError as exc:
+            module.fail_json(msg="volume %s: %s" % (key, exc), **result)
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "volumes": {
+                "type": "list", "elements": "dict", "required": True,
+                "options": {
+                    "pool": {"type": "str", "required": True},
+                    "name": {"type": "str", "required": True},
+                    "capacity": {"type": "str", "required": True},
+                    "format": {"type": "str", "choices": ["qcow2", "raw"], "default": "qcow2"},
+                    "preallocation": {"type": "str", "choices": ["metadata", "off"], "default": "metadata"},
+                    "backing_file": {"type": "path"},
+                    "backing_format": {"type": "str", "choices": ["qcow2", "raw"], "default": "qcow2"},
+                    "allow_grow": {"type": "bool", "default": False},
+                },
+            },
+            "uri": {"type": "str", "default": "qemu:///system"},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(**core(module))
+
+
+if __name__ == "__main__":
+    main()
