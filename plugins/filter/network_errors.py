@@ -9,7 +9,7 @@ short_description: Find the mistakes in a libvirt network spec
 version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
-  - Checks libvirt networks: bridge names of at most 15 characters and unique, the gateway
+  - Checks libvirt networks for bridge names of at most 15 characters and unique, the gateway
     address and prefix, a DHCP range inside the subnet, and static reservations with addresses
     inside the subnet and no duplicate IP, MAC or name.
   - Returns one message per mistake, each naming the inventory field; an empty list means the

@@ -11,8 +11,8 @@ short_description: Converge libvirt directory storage pools, all in one call
 version_added: 0.1.0
 description:
   - Makes each listed directory pool defined, built, active and autostarted with the given target
-    path, and repairs drift: an undefined pool is defined again, a stopped one started, autostart
-    turned back on, a changed target path corrected (the pool is restarted for that; guests keep
+    path, and repairs drift (an undefined pool is defined again, a stopped one started, autostart
+    turned back on, a changed target path corrected; the pool is restarted for that and guests keep
     their open disks).
   - C(state=absent) stops and undefines a pool. Its directory and the files in it are never
     deleted.

@@ -59,3 +59,10 @@ def test_real_run_is_not_judged(guard, cliargs):
     cliargs(check=False)
     guard.v2_runner_on_ok(result(True))
     guard.v2_playbook_on_stats(None)
+
+
+def test_guard_can_be_switched_off(guard, cliargs, monkeypatch):
+    monkeypatch.setenv("KVMLAB_CHECK_GUARD", "0")
+    cliargs(check=True)
+    guard.v2_runner_on_ok(result(True))
+    guard.v2_playbook_on_stats(None)

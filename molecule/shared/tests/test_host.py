@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 DEBIAN_PACKAGES = [
@@ -75,33 +70,3 @@ def test_admin_in_libvirt_group(host):
     assert "libvirt" in host.user("kvmlab").groups
     # ... and really manages qemu:///system without sudo.
     host.run_test("runuser -u kvmlab -- virsh -c qemu:///system list --all")
-
-
-def run_site(*extra: str) -> subprocess.CompletedProcess:
-    """Run the collection's site playbook against this scenario's inventory."""
-    playbook = Path(sys.executable).parent / "ansible-playbook"
-    return subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], "kvmlab.hypervisor.site",
-         *extra],
-        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"), check=False)
-
-
-def test_preflight_rejects_missing_admin_user():
-    run = run_site("-e", '{"host_libvirt_admins": ["kvmlab", "nosuchuser"]}')
-    assert run.returncode != 0
-    # ansible-core prints the unfolded error message on stderr.
-    assert "host_libvirt_admins: nosuchuser do not exist" in run.stderr
-    assert "changed=0" in run.stdout
-
-
-def test_preflight_rejects_unsupported_os(host):
-    host.run_test("printf 'ID=fedora\\nVERSION_ID=41\\nPRETTY_NAME=\"Fedora Linux 41\"\\n' "
-                  "> /run/fake-os-release && mount --bind /run/fake-os-release /etc/os-release")
-    try:
-        run = run_site()
-    finally:
-        host.run_test("umount /etc/os-release")
-    assert run.returncode != 0
-    assert "runs Fedora Linux 41. kvmlab.hypervisor.host supports Debian 12, Debian 13 and Arch Linux." \
-        in run.stderr
-    assert "changed=0" in run.stdout

@@ -1,0 +1,54 @@
+"""Helpers for the verify tests: run the collection's site playbook against the test host."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+class SiteRun:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        recap = re.findall(r"changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", proc.stdout)
+        self.changed = int(recap[-1][0]) if recap else None
+        self.failed = int(recap[-1][1]) if recap else None
+
+    def __repr__(self) -> str:  # shown by pytest when an assertion fails
+        return "SiteRun(rc=%s, changed=%s)\n--- stdout\n%s\n--- stderr\n%s" % (
+            self.rc, self.changed, self.stdout[-6000:], self.stderr[-3000:])
+
+
+def run_site(*extra: str) -> SiteRun:
+    """Run kvmlab.hypervisor.site with this scenario's inventory (extra: more CLI arguments)."""
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    # Molecule's check guard (check_no_change) is for its own check step: these runs judge
+    # their predictions themselves.
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0")
+    proc = subprocess.run(
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], "kvmlab.hypervisor.site", *extra],
+        capture_output=True, text=True, env=env, check=False)
+    return SiteRun(proc)
+
+
+@pytest.fixture
+def site():
+    return run_site
+
+
+# Look at the converged host first; the tests that break and repair it come last.
+MODULE_ORDER = ["test_host", "test_storage_network", "test_bad_input", "test_drift"]
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.module.__name__.rsplit(".", 1)[-1]
+        return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
+
+    items.sort(key=rank)

@@ -1,0 +1,159 @@
+"""Drift is repaired: for each item broken on the host, a check run reports it and changes
+nothing, a real run repairs it, and the next run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+V = "virsh -c qemu:///system "
+
+
+@dataclass
+class Drift:
+    breaks: str  # shell command that breaks the item
+    broken: str  # shell command that succeeds while the item is broken
+    shows: str  # what the check run's output must show
+
+
+def reservation(host) -> str:
+    xml = host.check_output(V + "net-dumpxml default")
+    start = xml.index("<host ")
+    return xml[start:xml.index("/>", start) + 2]
+
+
+CASES = {
+    "subvolume unmounted": Drift("umount /mnt/vm", "! findmnt /mnt/vm", "Mount the subvolume through fstab"),
+    "nodatacow removed": Drift("chattr -C /mnt/vm", "lsattr -d /mnt/vm | cut -d' ' -f1 | grep -qv C",
+                               "nodatacow: false"),
+    "pool undefined": Drift(V + "pool-destroy iso && " + V + "pool-undefine iso", "! " + V + "pool-info iso",
+                            "defined: false"),
+    "pool stopped": Drift(V + "pool-destroy vm", V + "pool-info vm | grep -q 'State: *inactive'",
+                          "-        active: false"),
+    "pool autostart off": Drift(V + "pool-autostart default --disable",
+                                V + "pool-info default | grep -q 'Autostart: *no'", "-        autostart: false"),
+    "pool path changed": Drift(
+        V + "pool-dumpxml --inactive iso | sed 's#<path>/mnt/vm/iso</path>#<path>/srv/iso</path>#' > /tmp/iso.xml"
+        " && " + V + "pool-define /tmp/iso.xml",
+        V + "pool-dumpxml --inactive iso | grep -q /srv/iso", "-        path: /srv/iso"),
+    "reservation deleted": Drift(
+        V + "net-update default delete ip-dhcp-host \"$(" + V + "net-dumpxml default | grep -o '<host .*/>')\""
+        " --live --config",
+        "! " + V + "net-dumpxml default | grep -q win11 && ! " + V + "net-dumpxml --inactive default | grep -q win11",
+        "win11 192.168.122.136"),
+    "network stopped": Drift(V + "net-destroy default", V + "net-info default | grep -q 'Active: *no'",
+                             "-        active: false"),
+    "network autostart off": Drift(V + "net-autostart default --disable",
+                                   V + "net-info default | grep -q 'Autostart: *no'", "-        autostart: false"),
+    "dhcp range changed": Drift(
+        V + "net-update default delete ip-dhcp-range \"<range start='192.168.122.2' end='192.168.122.254'/>\""
+        " --live --config && " + V + "net-update default add ip-dhcp-range "
+        "\"<range start='192.168.122.100' end='192.168.122.200'/>\" --live --config",
+        V + "net-dumpxml default | grep -q \"start='192.168.122.100'\"",
+        "-            dhcp_range: 192.168.122.100 - 192.168.122.200"),
+    "forwarding off": Drift("sysctl -qw net.ipv4.ip_forward=0", "test $(sysctl -n net.ipv4.ip_forward) = 0",
+                            "Keep IP forwarding on"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_drift_is_reported_then_repaired(host, site, case):
+    drift = CASES[case]
+    host.run_test(drift.breaks)
+    host.run_test(drift.broken)
+
+    check = site("--check", "--diff")
+    assert check.rc == 0, check
+    assert check.changed and check.changed > 0, check
+    assert drift.shows in check.stdout, check
+    host.run_test(drift.broken)  # the check run changed nothing
+
+    real = site("--diff")
+    assert real.rc == 0, real
+    assert real.changed > 0, real
+    assert host.run(drift.broken).rc != 0, "still broken after a real run"
+
+    again = site()
+    assert again.rc == 0 and again.changed == 0, again
+
+
+def test_reservation_modified_in_place(host, site):
+    """A changed reservation reaches the running network and the definition, without a restart."""
+    pid = host.check_output("pgrep -f 'dnsmasq.*default.conf' | head -n1")
+    bridge_since = host.check_output("stat -c %Z /sys/class/net/virbr0")
+    spec = json.loads(host.check_output(
+        "python3 -c \"import json,xml.etree.ElementTree as E;"
+        "h=E.fromstring(open('/etc/libvirt/qemu/networks/default.xml').read()).find('ip/dhcp/host');"
+        "print(json.dumps(h.attrib))\""))
+    net = {"name": "default", "bridge": "virbr0", "address": "192.168.122.1", "prefix": 24,
+           "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"},
+           "hosts": [dict(spec, ip="192.168.122.137")]}
+    run = site("--diff", "-e", json.dumps({"network_networks": [net]}))
+    assert run.rc == 0 and run.changed == 1, run
+    for flags in ("", "--inactive "):
+        assert "ip='192.168.122.137'" in host.check_output(V + "net-dumpxml " + flags + "default")
+    assert host.check_output("stat -c %Z /sys/class/net/virbr0") == bridge_since, "the bridge was recreated"
+    assert host.run("kill -0 " + pid).rc == 0 or pid, "dnsmasq may be reloaded, but the network stays up"
+    restored = site()
+    assert restored.rc == 0 and restored.changed == 1, restored
+    assert "ip='192.168.122.136'" in host.check_output(V + "net-dumpxml default")
+
+
+def test_bridge_change_waits_for_allow_restart(host, site):
+    net = {"name": "default", "bridge": "virbr9", "address": "192.168.122.1", "prefix": 24,
+           "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"},
+           "hosts": [{"name": "win11", "mac": json.loads(host.check_output(
+               "python3 -c \"import json,xml.etree.ElementTree as E;print(json.dumps(E.fromstring("
+               "open('/etc/libvirt/qemu/networks/default.xml').read()).find('ip/dhcp/host').get('mac')))\"")),
+               "ip": "192.168.122.136"}]}
+    extra = json.dumps({"network_networks": [net]})
+    held = site("-e", extra)
+    assert held.rc == 0 and held.changed == 1, held
+    assert "network_allow_restart" in held.stderr + held.stdout, held  # the warning says how
+    assert "<bridge name='virbr9'" in host.check_output(V + "net-dumpxml --inactive default")
+    assert "<bridge name='virbr0'" in host.check_output(V + "net-dumpxml default"), "restarted without opt-in"
+    assert site("-e", extra).changed == 0  # the pending restart is not a change on every run
+
+    applied = site("-e", extra, "-e", "network_allow_restart=true")
+    assert applied.rc == 0 and applied.changed == 1, applied
+    assert host.interface("virbr9").exists
+    assert not host.interface("virbr0").exists
+
+    back = site("-e", "network_allow_restart=true")
+    assert back.rc == 0 and back.changed == 1, back
+    assert host.interface("virbr0").exists
+    assert site().changed == 0
+
+
+def test_volumes_never_shrink_and_grow_only_when_asked(host, site):
+    name = "grow-%s.qcow2" % uuid.uuid4().hex[:8]
+
+    def volumes(capacity, **kw):
+        return json.dumps({"storage_volumes": [dict({"pool": "vm", "name": name, "capacity": capacity}, **kw)]})
+
+    def size():
+        return json.loads(host.check_output("qemu-img info --output=json /mnt/vm/" + name))["virtual-size"]
+
+    try:
+        created = site("-e", volumes("64M"))
+        assert created.rc == 0 and created.changed == 1, created
+        assert size() == 64 * 2**20
+
+        shrink = site("-e", volumes("32M"))
+        assert shrink.rc != 0, shrink
+        assert "would shrink it" in shrink.stdout + shrink.stderr, shrink
+        assert size() == 64 * 2**20
+
+        held = site("-e", volumes("128M"))
+        assert held.rc == 0 and held.changed == 0, held
+        assert "set allow_grow: true to grow it" in held.stdout + held.stderr, held
+        assert size() == 64 * 2**20
+
+        grown = site("-e", volumes("128M", allow_grow=True))
+        assert grown.rc == 0 and grown.changed == 1, grown
+        assert size() == 128 * 2**20
+    finally:
+        host.run(V + "vol-delete --pool vm " + name)

@@ -1,0 +1,43 @@
+"""The collection's filters, as Ansible calls them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.kvmlab.hypervisor.plugins.filter import guest_mac, network_errors, storage_errors
+
+
+def test_guest_mac_is_deterministic_and_local_to_qemu():
+    mac = guest_mac.guest_mac("win11")
+    assert mac == guest_mac.guest_mac("win11", 0)
+    assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", mac)
+    # A fixed value: hosts and runs must agree forever, so a change of algorithm fails here.
+    assert mac == "52:54:00:ab:93:44"
+    assert guest_mac.guest_mac("win11", 1) != mac
+    assert guest_mac.guest_mac("arch") != mac
+
+
+@pytest.mark.parametrize(("name", "index"), [("", 0), (None, 0), ("win11", -1), ("win11", True), ("win11", "0")])
+def test_guest_mac_rejects(name, index):
+    with pytest.raises(AnsibleFilterError):
+        guest_mac.guest_mac(name, index)
+
+
+def test_filters_are_registered():
+    assert set(guest_mac.FilterModule().filters()) == {"guest_mac"}
+    assert set(network_errors.FilterModule().filters()) == {"network_errors"}
+    assert set(storage_errors.FilterModule().filters()) == {"storage_errors"}
+
+
+def test_error_filters_reject_non_lists():
+    with pytest.raises(AnsibleFilterError):
+        network_errors.network_errors({"name": "default"})
+    with pytest.raises(AnsibleFilterError):
+        storage_errors.storage_errors("vm")
+
+
+def test_storage_errors_combines_pools_and_volumes():
+    errors = storage_errors.storage_errors([{"name": "vm", "path": "vm"}], [{"pool": "x", "name": "a", "capacity": 1}])
+    assert len(errors) == 2
