@@ -43,7 +43,8 @@ def site():
 
 
 # Look at the converged host first; the tests that break and repair it come last.
-MODULE_ORDER = ["test_host", "test_storage_network", "test_bad_input", "test_drift"]
+MODULE_ORDER = ["test_host", "test_storage_network", "test_bad_input", "test_drift", "test_storage_options",
+                "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):
