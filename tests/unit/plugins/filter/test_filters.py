@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.filter import guest_mac, network_errors, storage_errors
+from ansible_collections.kvmlab.hypervisor.plugins.filter import cpu_pinning, guest_mac, network_errors, storage_errors
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import topology
+
+from ..module_utils import sysfs
 
 
 def test_guest_mac_is_deterministic_and_local_to_qemu():
@@ -41,3 +45,14 @@ def test_error_filters_reject_non_lists():
 def test_storage_errors_combines_pools_and_volumes():
     errors = storage_errors.storage_errors([{"name": "vm", "path": "vm"}], [{"pool": "x", "name": "a", "capacity": 1}])
     assert len(errors) == 2
+
+
+def test_cpu_pinning_filter_takes_facts_through_json(tmp_path):
+    args = sysfs.hybrid_laptop(tmp_path)
+    facts = json.loads(json.dumps(topology.read_topology(args["cpu_dir"], args["node_dir"], args["devices_dir"])))
+    result = cpu_pinning.cpu_pinning(facts, [{"name": "win11", "vcpus": 6, "cpu_pinning": "auto"}])
+    assert [p["cpuset"] for p in result["win11"]["vcpupin"]] == ["2", "3", "4", "5", "6", "7"]
+    with pytest.raises(AnsibleFilterError, match="guest win11: 30 vCPUs to pin"):
+        cpu_pinning.cpu_pinning(facts, [{"name": "win11", "vcpus": 30, "cpu_pinning": "auto"}])
+    with pytest.raises(AnsibleFilterError):
+        cpu_pinning.cpu_pinning({"no": "topology"}, [])
