@@ -301,7 +301,7 @@ def hugepage_errors(topology: dict, guests: list[dict]) -> list[str]:
         need.setdefault(size_kib, []).append((guest["name"], pages))
     pools = {int(k): v for k, v in topology.get("hugepages", {}).items()}
     for size_kib, wants in sorted(need.items()):
-        total = sum(p for _, p in wants)
+        total = sum(w[1] for w in wants)
         free = pools.get(size_kib, {}).get("free", 0)
         if total > free:
             errors.append("hugepages: %s need %d pages of %d KiB, but the host has %d free (%s). Reserve more "

@@ -55,7 +55,7 @@ ansible_facts:
       sample:
         online: [0, 1]
         threads_per_core: 1
-        nodes: {0: [0, 1]}
+        nodes: {"0": [0, 1]}
         hybrid: false
 """
 
