@@ -61,7 +61,8 @@ lint: venv
 # ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside any
 # git work tree (it lists files with git): copy the tracked and new files there, but not the
 # collections/ symlink, which points back here.
-SANITY_DIR ?= /var/tmp/kvmlab-sanity
+# One per checkout, so two checkouts on a machine do not share it.
+SANITY_DIR ?= /var/tmp/kvmlab-sanity-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
 # The pip version ansible-test (ansible-core 2.19) bootstraps in its sanity virtualenvs.
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 sanity: venv

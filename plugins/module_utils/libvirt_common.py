@@ -17,6 +17,15 @@ else:
     LIBVIRT_IMPORT_ERROR = None
 
 
+# Options shared by the batch modules: each listed object's lifecycle, and the connection.
+LIFECYCLE_OPTIONS = {
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "active": {"type": "bool", "default": True},
+    "autostart": {"type": "bool", "default": True},
+}
+URI_OPTION = {"uri": {"type": "str", "default": "qemu:///system"}}
+
+
 def connect(module, uri: str, predicted: str):
     """Open `uri` read-write, or end the module.
 

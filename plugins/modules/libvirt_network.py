@@ -120,7 +120,13 @@ restart_required:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import network as netxml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, libvirt
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
+    LIFECYCLE_OPTIONS,
+    URI_OPTION,
+    connect,
+    is_no_such,
+    libvirt,
+)
 
 OWNED = ("bridge", "forward", "address", "prefix", "hosts")
 
@@ -260,19 +266,17 @@ def main() -> None:
                 "type": "list", "elements": "dict", "required": True,
                 "options": {
                     "name": {"type": "str", "required": True},
-                    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
                     "bridge": {"type": "str"},
                     "forward": {"type": "str", "choices": ["nat", "route", "isolated"], "default": "nat"},
                     "address": {"type": "str"},
                     "prefix": {"type": "int", "default": 24},
                     "dhcp": {"type": "dict"},
                     "hosts": {"type": "list", "elements": "dict", "default": []},
-                    "active": {"type": "bool", "default": True},
-                    "autostart": {"type": "bool", "default": True},
+                    **LIFECYCLE_OPTIONS,
                 },
             },
             "allow_restart": {"type": "bool", "default": False},
-            "uri": {"type": "str", "default": "qemu:///system"},
+            **URI_OPTION,
         },
         supports_check_mode=True,
     )

@@ -84,7 +84,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import pool as poolplan
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, libvirt
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
+    LIFECYCLE_OPTIONS,
+    URI_OPTION,
+    connect,
+    is_no_such,
+    libvirt,
+)
 
 
 def current_state(conn, name: str) -> tuple:
@@ -158,12 +164,10 @@ def main() -> None:
                 "options": {
                     "name": {"type": "str", "required": True},
                     "path": {"type": "path"},
-                    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-                    "active": {"type": "bool", "default": True},
-                    "autostart": {"type": "bool", "default": True},
+                    **LIFECYCLE_OPTIONS,
                 },
             },
-            "uri": {"type": "str", "default": "qemu:///system"},
+            **URI_OPTION,
         },
         supports_check_mode=True,
     )

@@ -95,7 +95,12 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volplan
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, libvirt
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
+    URI_OPTION,
+    connect,
+    is_no_such,
+    libvirt,
+)
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
 
 
@@ -197,7 +202,7 @@ def main() -> None:
                     "allow_grow": {"type": "bool", "default": False},
                 },
             },
-            "uri": {"type": "str", "default": "qemu:///system"},
+            **URI_OPTION,
         },
         supports_check_mode=True,
     )
