@@ -79,7 +79,7 @@ def volume_errors(volumes: list[dict], pools: list[dict], var: str = "storage_vo
         name = vol.get("name") or ""
         if not name or "/" in name:
             errors.append("%s.name: %r must be a file name without '/'." % (label, name))
-        if vol.get("pool") not in pool_names and not vol.get("external_pool", False):
+        if vol.get("pool") not in pool_names:
             errors.append("%s.pool: %r is not one of the pools (%s)."
                           % (label, vol.get("pool"), ", ".join(sorted(n for n in pool_names if n))))
         key = (vol.get("pool"), name)

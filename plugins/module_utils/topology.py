@@ -231,10 +231,12 @@ def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, num
     errors: list[str] = []
     all_ids = {c["id"] for c in topology["cpus"]}
     online = set(topology["online"])
-    hk = set(parse_cpulist(str(housekeeping))) if housekeeping not in (None, "", []) else set(
-        default_housekeeping(topology))
-    if isinstance(housekeeping, list):
-        hk = set(housekeeping)
+    if housekeeping in (None, "", []):
+        hk = set(default_housekeeping(topology))
+    elif isinstance(housekeeping, list):
+        hk = {int(c) for c in housekeeping}
+    else:
+        hk = set(parse_cpulist(str(housekeeping)))
     if not hk <= online:
         errors.append("cpu_pinning_housekeeping: CPUs %s are not online (online: %s)."
                       % (format_cpulist(hk - online), format_cpulist(online)))

@@ -14,7 +14,8 @@ description:
     metadata preallocation by default, optionally on a backing file).
   - An existing volume is never recreated, whatever its format. A capacity below its current size
     is an error, reported before any volume is touched; growing needs O(volumes[].allow_grow).
-  - Rescans the pools first, so disk images copied in by hand count as existing.
+  - A volume libvirt does not list is looked for again after a rescan of its pool, so disk
+    images copied in by hand count as existing; a converged host is never rescanned.
 author:
   - kvmlab developers (@kvmlab)
 requirements:
@@ -118,22 +119,32 @@ def lookup_pool(module, conn, name: str, cache: dict):
                 cache[name] = None
                 return None
             module.fail_json(msg="pool %s is not active; start it (kvmlab.hypervisor.libvirt_pool) first" % name)
-        pool.refresh(0)
         cache[name] = pool
+        cache[name, "refreshed"] = False
     return cache[name]
 
 
-def existing(module, pool, spec: dict, key: str) -> tuple:
-    """The volume and its {capacity, format}, or (None, None) when it does not exist."""
+def existing(module, pool, spec: dict, key: str, cache: dict) -> tuple:
+    """The volume and its {capacity, format}, or (None, None) when it does not exist.
+
+    A volume libvirt does not list may have been copied in by hand: the pool is rescanned once,
+    and only then (a converged host never pays for a rescan).
+    """
     if pool is None:
         return None, None
-    try:
-        vol = pool.storageVolLookupByName(spec["name"])
-        _type, cap, _alloc = vol.info()
-        return vol, {"capacity": cap, "format": volplan.volume_format(vol.XMLDesc(0))}
-    except libvirt.libvirtError as exc:
-        if not is_no_such(exc):
-            module.fail_json(msg="volume %s: %s" % (key, exc))
+    for attempt in (1, 2):
+        try:
+            vol = pool.storageVolLookupByName(spec["name"])
+            _type, cap, _alloc = vol.info()
+            return vol, {"capacity": cap, "format": volplan.volume_format(vol.XMLDesc(0))}
+        except libvirt.libvirtError as exc:
+            if not is_no_such(exc):
+                module.fail_json(msg="volume %s: %s" % (key, exc))
+        if attempt == 1 and not cache[spec["pool"], "refreshed"]:
+            pool.refresh(0)
+            cache[spec["pool"], "refreshed"] = True
+        else:
+            break
     return None, None
 
 
@@ -156,7 +167,7 @@ def core(module: AnsibleModule) -> dict:
         except ValueError as exc:
             module.fail_json(msg="volumes[%s].capacity: %s" % (key, exc))
         pool = lookup_pool(module, conn, spec["pool"], pools)
-        vol, current = existing(module, pool, spec, key)
+        vol, current = existing(module, pool, spec, key, pools)
         action, problem = volplan.plan(spec, capacity, current)
         if problem and problem[0] == "error":
             module.fail_json(msg="volumes[%s]: %s" % (key, problem[1]))

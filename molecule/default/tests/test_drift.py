@@ -157,3 +157,25 @@ def test_volumes_never_shrink_and_grow_only_when_asked(host, site):
         assert size() == 128 * 2**20
     finally:
         host.run(V + "vol-delete --pool vm " + name)
+
+
+def test_volume_copied_in_by_hand_is_kept_and_overlays_are_created(host, site):
+    base, overlay = "base-%s.qcow2" % uuid.uuid4().hex[:8], "overlay-%s.qcow2" % uuid.uuid4().hex[:8]
+    # Made outside libvirt, which does not list it until its pool is rescanned.
+    host.run_test("qemu-img create -q -f qcow2 /mnt/vm/%s 32M" % base)
+    digest = host.check_output("sha256sum /mnt/vm/" + base)
+    spec = json.dumps({"storage_volumes": [
+        {"pool": "vm", "name": base, "capacity": "32M"},
+        {"pool": "vm", "name": overlay, "capacity": "32M", "backing_file": "/mnt/vm/" + base}]})
+    try:
+        check = site("--check", "--diff", "-e", spec)
+        assert check.rc == 0 and check.changed == 1, check
+        assert overlay in check.stdout and base + ":" not in check.stdout, check
+        run = site("-e", spec)
+        assert run.rc == 0 and run.changed == 1, run
+        assert host.check_output("sha256sum /mnt/vm/" + base) == digest, "the hand-made image was rewritten"
+        info = json.loads(host.check_output("qemu-img info --output=json /mnt/vm/" + overlay))
+        assert info["backing-filename"] == "/mnt/vm/" + base
+        assert site("-e", spec).changed == 0
+    finally:
+        host.run("%svol-delete --pool vm %s; %svol-delete --pool vm %s" % (V, overlay, V, base))

@@ -178,3 +178,12 @@ def test_hugepage_check():
                       "kernel command line) or turn hugepages off."]
     assert topo.hugepage_errors(t, [{"name": "big", "memory_mib": 2048, "hugepages": 1048576}])[0].startswith(
         "hugepages: big 2 need 2 pages of 1048576 KiB, but the host has 0 free")
+
+
+def test_housekeeping_as_a_list(tmp_path):
+    t = read(sysfs.smt_desktop(tmp_path))
+    results, errors = topo.compute_pinning(t, [{"name": "a", "vcpus": 2, "cpu_pinning": "auto"}],
+                                           housekeeping=[0, 8, 1, 9])
+    assert errors == []
+    assert results["a"]["emulatorpin"] == "0-1,8-9"
+    assert pins(results["a"]) == {0: "2", 1: "10"}
