@@ -37,9 +37,8 @@ _value:
   sample: 52:54:00:6e:3b:c9
 """
 
-import hashlib
-
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import guest_mac as mac_for
 
 
 def guest_mac(name, index=0):
@@ -47,8 +46,7 @@ def guest_mac(name, index=0):
         raise AnsibleFilterError("guest_mac expects a guest name, got %r" % (name,))
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise AnsibleFilterError("guest_mac: index must be a non-negative integer, got %r" % (index,))
-    digest = hashlib.sha256(("%s/%d" % (name, index)).encode("utf-8")).digest()
-    return "52:54:00:" + ":".join("%02x" % b for b in digest[:3])
+    return mac_for(name, index)
 
 
 class FilterModule:

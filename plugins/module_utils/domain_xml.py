@@ -11,9 +11,13 @@ drift. The rules:
   value (after normalising: machine aliases, MAC case, surrounding whitespace);
 - repeated children are matched by a key (a disk by its target dev, an interface by its MAC, a
   vcpupin by its vcpu, ...), not by position;
-- what libvirt's XML has beyond that is ignored, except devices of the kinds the spec owns
-  (disks, interfaces, filesystems, graphics, TPMs, hostdevs): one the spec no longer lists is a
-  difference, and `merge` removes it;
+- what libvirt's XML has beyond that is ignored, except children of the kinds the spec owns
+  (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs and hostdevs under
+  <devices>; the pins under <cputune>; the boot order under <os>; Hyper-V enlightenments and SMM
+  under <features>; timers under <clock>): one the spec no longer lists is a difference, and
+  `merge` removes it;
+- an empty desired element (such as a <cputune/> without pins) that libvirt dropped is not a
+  difference;
 - `merge` builds the XML to define from libvirt's, applying the desired parts, so that uuid,
   PCI addresses and generated values survive a redefinition (guests see the same hardware).
 
@@ -43,8 +47,20 @@ KEYS = {
     "boot": lambda e: e.get("dev"),
     "hostdev": lambda e: ET.tostring(e.find("source"), encoding="unicode") if e.find("source") is not None else None,
 }
-# Devices the spec owns: libvirt's extra ones of these kinds are differences.
-OWNED_DEVICES = ("disk", "interface", "filesystem", "graphics", "tpm", "hostdev")
+# Children the spec owns, per parent: libvirt's extra ones of these kinds are differences.
+OWNED = {
+    "devices": ("disk", "interface", "filesystem", "graphics", "channel", "tpm", "hostdev"),
+    "cputune": ("vcpupin", "emulatorpin", "iothreadpin"),
+    "os": ("boot",),
+    "features": ("hyperv", "smm"),
+    "hyperv": "*",
+    "clock": ("timer",),
+}
+
+
+def _owned(parent: str, child: str) -> bool:
+    kinds = OWNED.get(parent, ())
+    return kinds == "*" or child in kinds
 
 
 def _machine(value: str) -> str:
@@ -89,6 +105,10 @@ def _find(parent: ET.Element, want: ET.Element, taken: set) -> ET.Element | None
     return None
 
 
+def _empty(el: ET.Element) -> bool:
+    return not el.attrib and not (el.text or "").strip() and len(el) == 0
+
+
 def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]) -> None:
     for attr, value in desired.attrib.items():
         have = current.get(attr)
@@ -101,14 +121,14 @@ def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]
         match = _find(current, child, taken)
         child_path = "%s/%s" % (path, _label(child))
         if match is None:
-            out.append("%s: missing, would be added" % child_path)
+            if not _empty(child):
+                out.append("%s: missing, would be added" % child_path)
             continue
         taken.add(id(match))
         _compare(child, match, child_path, out)
-    if desired.tag == "devices":
-        for child in current:
-            if child.tag in OWNED_DEVICES and id(child) not in taken:
-                out.append("%s/%s: not in the spec, would be removed" % (path, _label(child)))
+    for child in current:
+        if _owned(desired.tag, child.tag) and id(child) not in taken:
+            out.append("%s/%s: not in the spec, would be removed" % (path, _label(child)))
 
 
 def differences(desired_xml: str, current_xml: str) -> list[str]:
@@ -134,13 +154,14 @@ def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
     for child in desired:
         match = _find(current, child, taken)
         if match is None:
-            added.append(copy.deepcopy(child))
+            if not _empty(child):
+                added.append(copy.deepcopy(child))
         else:
             taken.add(id(match))
             replaced[id(match)] = _merge(child, match)
     kept = []
     for child in children:
-        if desired.tag == "devices" and child.tag in OWNED_DEVICES and id(child) not in taken:
+        if _owned(desired.tag, child.tag) and id(child) not in taken:
             continue
         kept.append(replaced.get(id(child), child))
     for new in added:
@@ -156,3 +177,47 @@ def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
 def merge(desired_xml: str, current_xml: str) -> str:
     """The XML to define: libvirt's, with the desired parts applied and owned extras removed."""
     return ET.tostring(_merge(ET.fromstring(desired_xml), ET.fromstring(current_xml)), encoding="unicode")
+
+
+def firmware(xml: str) -> str:
+    """The firmware kind a domain XML describes: bios, uefi, uefi+secure-boot or
+    uefi+secure-boot+enrolled-keys. A change between kinds needs a new NVRAM."""
+    os_el = ET.fromstring(xml).find("os")
+    if os_el is None:
+        return "bios"
+    loader = os_el.find("loader")
+    if os_el.get("firmware") != "efi" and (loader is None or loader.get("type") != "pflash"):
+        return "bios"
+    features = {f.get("name"): f.get("enabled") == "yes" for f in os_el.findall("firmware/feature")}
+    secure = features.get("secure-boot", loader is not None and loader.get("secure") == "yes")
+    enrolled = features.get("enrolled-keys", False)
+    return "uefi" + ("+secure-boot" if secure else "") + ("+enrolled-keys" if secure and enrolled else "")
+
+
+def nvram_path(xml: str, default_dir: str = "/var/lib/libvirt/qemu/nvram") -> str | None:
+    """The domain's NVRAM file: the one its XML names, else libvirt's default; None for BIOS."""
+    root = ET.fromstring(xml)
+    if firmware(xml) == "bios":
+        return None
+    path = (root.findtext("os/nvram") or "").strip()
+    return path or "%s/%s_VARS.fd" % (default_dir, root.findtext("name"))
+
+
+def replace_os(merged_xml: str, desired_xml: str) -> str:
+    """`merged_xml` with its <os> taken whole from `desired_xml`: for a firmware change, where
+    libvirt's selected loader and NVRAM template of the old kind must not survive."""
+    merged, desired = ET.fromstring(merged_xml), ET.fromstring(desired_xml)
+    old = merged.find("os")
+    index = list(merged).index(old)
+    merged.remove(old)
+    merged.insert(index, copy.deepcopy(desired.find("os")))
+    return ET.tostring(merged, encoding="unicode")
+
+
+def pretty(xml: str) -> str:
+    """Indented XML for diffs, one element per line."""
+    if not xml:
+        return ""
+    root = ET.fromstring(xml)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,508 @@
+#!/usr/bin/python
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: libvirt_domain
+short_description: Converge one libvirt guest from its desired XML, keeping its NVRAM, TPM state and disks
+version_added: 0.1.0
+description:
+  - Compares the desired domain XML (rendered by the C(kvmlab.hypervisor.guest) role) with
+    libvirt's inactive XML of the guest, and redefines the guest only when they differ.
+  - Only what the desired XML says is compared. What libvirt adds by itself (uuid, PCI addresses,
+    controllers, aliases, the firmware files it selected, the expanded machine type) is not drift
+    and survives a redefinition, so the guest keeps seeing the same hardware. Devices of the kinds
+    the XML owns (disks, interfaces, filesystems, graphics, channels, TPMs, host devices), CPU pins
+    and boot entries that the XML no longer lists are removed.
+  - When nothing differs it calls no write API. Check mode and C(--diff) show exactly what a real
+    run would define, start or stop.
+  - NVRAM and TPM state are never touched by a redefinition. A change of firmware kind (BIOS and
+    UEFI, Secure Boot on or off, enrolled keys on or off) needs a new NVRAM, so it is refused
+    unless O(reset_nvram) is set; then the old NVRAM file is copied to a timestamped backup next
+    to it before it is removed, and libvirt creates a new one from the matching template at the
+    next start.
+  - Before the first definition and before every change it checks the XML against what this host
+    can run (C(virConnectGetDomainCapabilities)) and the QEMU firmware descriptors in
+    C(/usr/share/qemu/firmware) and C(/etc/qemu/firmware), and fails naming the missing package for
+    a UEFI guest with or without Secure Boot and enrolled keys, KVM, the TPM backend, virtiofs
+    and virtiofsd.
+  - A cdrom whose ISO file is missing is attached empty, with a warning, instead of failing.
+  - Lifecycle. C(running) starts the guest. C(shutdown) asks it to shut down (ACPI) and waits up
+    to O(shutdown_timeout) seconds; it is forced off only with O(force_stop), otherwise the module
+    fails honestly. C(absent) stops it the same way and undefines it, keeping its disks, NVRAM
+    and TPM state unless O(purge) is set.
+  - A change to a running guest takes effect at its next boot. RV(restart_required) says so, and
+    with O(allow_restart) the module shuts the guest down gracefully and starts it again.
+  - Written because C(community.libvirt.virt) with C(command=define) always redefines (so it
+    cannot report C(changed=false), and a redefinition from the raw XML drops libvirt's generated
+    values), and its check-mode diff compares against the user's raw XML rather than what libvirt
+    holds. It also has no graceful-shutdown timeout and no NVRAM or TPM safety on undefine.
+author:
+  - kvmlab developers (@kvmlab)
+requirements:
+  - libvirt-python on the managed host (Debian python3-libvirt, Arch python-libvirt)
+  - libvirt 9.0 or later (for C(KEEP_TPM) and the external TPM backend)
+options:
+  name:
+    description: The guest's name; must match the C(<name>) in O(xml).
+    type: str
+    required: true
+  xml:
+    description:
+      - The desired domain XML. Required unless O(state=absent).
+      - Only what it says is owned; see the description.
+    type: str
+  state:
+    description: C(running), C(shutdown) (defined, not running) or C(absent) (undefined).
+    type: str
+    choices: [running, shutdown, absent]
+    default: running
+  autostart:
+    description: Whether libvirt starts the guest when the host boots. Ignored for C(absent).
+    type: bool
+    default: false
+  shutdown_timeout:
+    description: Seconds to wait for a guest to shut down after the ACPI request.
+    type: int
+    default: 120
+  force_stop:
+    description:
+      - Force a guest off (like pulling its power plug) when it has not shut down within
+        O(shutdown_timeout). Without it the module fails instead.
+    type: bool
+    default: false
+  allow_restart:
+    description: Restart a running guest (gracefully) when its definition changed.
+    type: bool
+    default: false
+  reset_nvram:
+    description:
+      - Allow a change of firmware kind, which needs a new NVRAM. The old file is backed up first
+        (C(<nvram>.<timestamp>.bak)).
+    type: bool
+    default: false
+  purge:
+    description:
+      - With O(state=absent), also delete the guest's disks (device C(disk), not cdroms), its
+        NVRAM, its libvirt-managed TPM state, its saved state and snapshot metadata.
+      - Data loss by design; off by default.
+    type: bool
+    default: false
+  uri:
+    description: libvirt connection URI.
+    type: str
+    default: qemu:///system
+attributes:
+  check_mode:
+    support: full
+    description: Reports what it would define, start, stop or undefine, and calls no write API.
+  diff_mode:
+    support: full
+    description: Shows libvirt's inactive XML before and the XML it would define after.
+notes:
+  - Preflight runs only when something is to be defined, so a converged guest costs one lookup
+    and one XML read.
+seealso:
+  - module: kvmlab.hypervisor.libvirt_volume
+  - module: community.libvirt.virt
+"""
+
+EXAMPLES = r"""
+- name: A BIOS guest, running
+  kvmlab.hypervisor.libvirt_domain:
+    name: kali
+    xml: "{{ lookup('ansible.builtin.template', 'domain.xml.j2') }}"
+    state: running
+
+- name: Stop a guest, forcing it off if it ignores ACPI for 60 s
+  kvmlab.hypervisor.libvirt_domain:
+    name: kali
+    xml: "{{ kali_xml }}"
+    state: shutdown
+    shutdown_timeout: 60
+    force_stop: true
+
+- name: Remove a guest but keep its disks, NVRAM and TPM state
+  kvmlab.hypervisor.libvirt_domain:
+    name: scratch
+    state: absent
+
+- name: Move win11 from BIOS to UEFI, backing up the old NVRAM
+  kvmlab.hypervisor.libvirt_domain:
+    name: win11
+    xml: "{{ win11_xml }}"
+    reset_nvram: true
+"""
+
+RETURN = r"""
+actions:
+  description: What was done (or would be done in check mode), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [define, autostart_on, start]
+differences:
+  description: One line per owned difference between the desired XML and libvirt's.
+  returned: always
+  type: list
+  elements: str
+  sample: ["domain/memory: '2097152' -> '4194304'"]
+restart_required:
+  description: The guest is running with an older definition; the change applies at its next boot.
+  returned: always
+  type: bool
+  sample: false
+nvram_backup:
+  description: Where the old NVRAM was copied before a firmware change.
+  returned: when an NVRAM file was backed up
+  type: str
+  sample: /mnt/vm/win11_SECURE_VARS.fd.20261126T203000.bak
+purged:
+  description: Files deleted by O(purge).
+  returned: when O(purge) deleted something
+  type: list
+  elements: str
+"""
+
+import fnmatch
+import glob
+import json
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
+    URI_OPTION,
+    connect,
+    is_no_such,
+    libvirt,
+)
+
+FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
+VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/bin/virtiofsd")
+PACKAGES = {  # what provides each part, per distribution family
+    "uefi": {"debian": "ovmf", "arch": "edk2-ovmf"},
+    "swtpm": {"debian": "swtpm and swtpm-tools", "arch": "swtpm"},
+    "virtiofsd": {"debian": "virtiofsd (Debian 13; on Debian 12 qemu-system-common has it)", "arch": "virtiofsd"},
+}
+
+
+def os_family() -> str:
+    try:
+        with open("/etc/os-release", encoding="utf-8") as handle:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in handle if "=" in line)
+    except OSError:
+        return ""
+    ids = (fields.get("ID", "") + " " + fields.get("ID_LIKE", "")).replace('"', "").split()
+    return "arch" if "arch" in ids else "debian" if "debian" in ids else ""
+
+
+def package(part: str) -> str:
+    names = PACKAGES[part]
+    return names.get(os_family()) or " / ".join("%s: %s" % kv for kv in sorted(names.items()))
+
+
+def firmware_descriptors() -> list[dict]:
+    """QEMU's firmware descriptors; a file in /etc overrides the one of the same name in /usr."""
+    seen: dict[str, str] = {}
+    for directory in reversed(FIRMWARE_DIRS):
+        for path in glob.glob(os.path.join(directory, "*.json")):
+            seen[os.path.basename(path)] = path
+    out = []
+    for name in sorted(seen):
+        try:
+            with open(seen[name], encoding="utf-8") as handle:
+                desc = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(desc, dict):
+            desc["_file"] = seen[name]
+            out.append(desc)
+    return out
+
+
+def vhost_user_fs() -> bool:
+    """Whether a vhost-user descriptor offers a virtiofsd (how libvirt finds it)."""
+    for path in glob.glob("/etc/qemu/vhost-user/*.json") + glob.glob("/usr/share/qemu/vhost-user/*.json"):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if json.load(handle).get("type") == "fs":
+                    return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def matching_firmware(descriptors: list[dict], arch: str, machine: str, secure: bool, enrolled: bool) -> list[str]:
+    found = []
+    for desc in descriptors:
+        if "uefi" not in desc.get("interface-types", []):
+            continue
+        features = set(desc.get("features", []))
+        if secure != ("secure-boot" in features) or enrolled != ("enrolled-keys" in features):
+            continue
+        for target in desc.get("targets", []):
+            if target.get("architecture") == arch and any(
+                    fnmatch.fnmatch(machine, pattern) for pattern in target.get("machines", [])):
+                found.append(desc["_file"])
+                break
+    return found
+
+
+def preflight(module, conn, name: str, root: ET.Element) -> None:
+    """Fail, naming the missing part, when this host cannot run what the XML asks for."""
+    virt = root.get("type", "kvm")
+    type_el = root.find("os/type")
+    arch = type_el.get("arch", "x86_64") if type_el is not None else "x86_64"
+    machine = type_el.get("machine") if type_el is not None else None
+    try:
+        caps = ET.fromstring(conn.getDomainCapabilities(None, arch, machine, virt, 0))
+    except libvirt.libvirtError as exc:
+        hint = (" virt_type kvm needs a working /dev/kvm; use virt_type qemu (emulation) where it has none."
+                if virt == "kvm" else "")
+        module.fail_json(msg="guest %s: this host cannot run %s %s guests with machine %s: %s.%s"
+                         % (name, virt, arch, machine, exc, hint))
+    errors = []
+    kind = dx.firmware(ET.tostring(root, encoding="unicode"))
+    if kind != "bios":
+        secure, enrolled = "secure-boot" in kind, "enrolled-keys" in kind
+        offered = [v.text for v in caps.findall("os/enum[@name='firmware']/value")]
+        expanded = caps.findtext("machine") or machine or ""
+        wanted = "UEFI" + (" with Secure Boot" if secure else " without Secure Boot") + (
+            " and enrolled keys" if enrolled else "")
+        if offered and "efi" not in offered:
+            errors.append("libvirt offers no UEFI firmware here; install %s." % package("uefi"))
+        elif not matching_firmware(firmware_descriptors(), arch, expanded, secure, enrolled):
+            errors.append("no QEMU firmware descriptor in %s offers %s for %s %s; install %s."
+                          % (" or ".join(FIRMWARE_DIRS), wanted, arch, expanded, package("uefi")))
+    for tpm in root.findall("devices/tpm"):
+        backend = tpm.find("backend")
+        btype = backend.get("type") if backend is not None else "emulator"
+        models = [v.text for v in caps.findall("devices/tpm/enum[@name='backendModel']/value")]
+        if caps.find("devices/tpm") is not None and btype not in models:
+            errors.append("libvirt cannot use a TPM with the %s backend here (it offers: %s); install %s."
+                          % (btype, ", ".join(models) or "none", package("swtpm")))
+    if root.find("devices/filesystem/driver[@type='virtiofs']") is not None:
+        if not any(os.access(p, os.X_OK) for p in VIRTIOFSD_PATHS) and not vhost_user_fs():
+            errors.append("virtiofs needs virtiofsd, which is not installed; install %s." % package("virtiofsd"))
+    if errors:
+        module.fail_json(msg="guest %s cannot run on this host:\n%s" % (name, "\n".join(errors)))
+
+
+def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
+    """A cdrom whose ISO is missing becomes an empty drive, with a warning."""
+    for disk in root.findall("devices/disk[@device='cdrom']"):
+        source = disk.find("source")
+        path = source.get("file") if source is not None else None
+        if path and not os.path.exists(path):
+            disk.remove(source)
+            target = disk.find("target")
+            module.warn("guest %s: ISO %s is missing, so cdrom %s is attached empty. Put the image there "
+                        "and run again to insert it." % (name, path, target.get("dev") if target is not None else "?"))
+
+
+def stop(module, dom, name: str, actions: list) -> None:
+    """Shut the guest down gracefully, waiting; force it off only when allowed."""
+    if not dom.isActive():
+        return
+    actions.append("shutdown")
+    if module.check_mode:
+        return
+    try:
+        dom.shutdown()
+    except libvirt.libvirtError as exc:
+        if dom.isActive():
+            module.fail_json(msg="guest %s: the shutdown request failed: %s" % (name, exc), actions=actions)
+    deadline = time.monotonic() + module.params["shutdown_timeout"]
+    while dom.isActive() and time.monotonic() < deadline:
+        time.sleep(1)
+    if dom.isActive():
+        if not module.params["force_stop"]:
+            module.fail_json(
+                msg="guest %s did not shut down within %d s of the ACPI request (its OS ignores it, or has not "
+                    "booted). Shut it down from inside, raise shutdown_timeout, or set force_stop: true to "
+                    "force it off like pulling the plug." % (name, module.params["shutdown_timeout"]),
+                actions=actions, changed=len(actions) > 1)
+        dom.destroy()
+        actions.append("force_stop")
+
+
+def backup_nvram(path: str) -> str | None:
+    if not path or not os.path.exists(path):
+        return None
+    backup = "%s.%s.bak" % (path, time.strftime("%Y%m%dT%H%M%S"))
+    shutil.copy2(path, backup)
+    os.remove(path)
+    return backup
+
+
+def absent(module, conn, dom, name: str) -> dict:
+    result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
+    if dom is None:
+        return result
+    actions = result["actions"]
+    before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    stop(module, dom, name, actions)
+    purge = module.params["purge"]
+    flags = 0
+    if dom.hasManagedSaveImage(0):
+        if not purge:
+            module.fail_json(msg="guest %s has a saved state (managed save); start it, or remove the state with "
+                                 "`virsh managedsave-remove %s`, or set purge: true." % (name, name))
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    if purge:
+        flags |= (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+    else:
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
+    actions.append("undefine")
+    disks = [s.get("file") for s in ET.fromstring(before).findall("devices/disk[@device='disk']/source")
+             if s.get("file")]
+    if purge:
+        actions.extend("delete %s" % d for d in disks)
+    if not module.check_mode:
+        dom.undefineFlags(flags)
+        purged = []
+        for path in disks:
+            try:
+                conn.storageVolLookupByPath(path).delete(0)
+            except libvirt.libvirtError:
+                if not os.path.exists(path):
+                    continue
+                os.remove(path)
+            purged.append(path)
+        if purge:
+            result["purged"] = purged
+    result["changed"] = True
+    result["diff"] = {"before": dx.pretty(before), "after": ""}
+    return result
+
+
+def present(module, conn, dom, name: str) -> dict:
+    root = ET.fromstring(module.params["xml"])
+    if (root.findtext("name") or "").strip() != name:
+        module.fail_json(msg="guest %s: the XML names the domain %r; they must match."
+                         % (name, root.findtext("name")))
+    empty_missing_cdroms(module, name, root)
+    result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
+    dom = define(module, conn, dom, root, result)
+    lifecycle(module, dom, name, result)
+    result["changed"] = bool(result["actions"])
+    return result
+
+
+def define(module, conn, dom, root: ET.Element, result: dict):
+    """Define the guest, or redefine it when it differs; returns the domain (None in check mode)."""
+    params, actions, name = module.params, result["actions"], module.params["name"]
+    desired = ET.tostring(root, encoding="unicode")
+    if dom is None:
+        preflight(module, conn, name, root)
+        actions.append("define")
+        result["differences"] = ["domain %s: not defined yet, would be defined" % name]
+        result["diff"] = {"before": "", "after": dx.pretty(desired)}
+        if not module.check_mode:
+            try:
+                dom = conn.defineXMLFlags(desired, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            except libvirt.libvirtError as exc:
+                module.fail_json(msg="guest %s: libvirt refused the definition: %s" % (name, exc), xml=desired)
+    else:
+        current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        diffs = dx.differences(desired, current)
+        result["differences"] = diffs
+        if diffs:
+            old_kind, new_kind = dx.firmware(current), dx.firmware(desired)
+            merged = dx.merge(desired, current)
+            if old_kind != new_kind:
+                if not params["reset_nvram"]:
+                    module.fail_json(
+                        msg="guest %s: changing its firmware from %s to %s needs a new NVRAM (its enrolled keys and "
+                            "boot entries are lost). Set reset_nvram: true to do it; the old NVRAM file is backed "
+                            "up first. Nothing was changed." % (name, old_kind, new_kind),
+                        differences=diffs)
+                merged = dx.replace_os(merged, desired)
+                actions.append("reset_nvram")
+            preflight(module, conn, name, ET.fromstring(merged))
+            actions.append("redefine")
+            result["diff"] = {"before": dx.pretty(current), "after": dx.pretty(merged)}
+            if not module.check_mode:
+                if old_kind != new_kind:
+                    backup = backup_nvram(dx.nvram_path(current))
+                    if backup:
+                        result["nvram_backup"] = backup
+                try:
+                    conn.defineXMLFlags(merged, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+                except libvirt.libvirtError as exc:
+                    module.fail_json(msg="guest %s: libvirt refused the new definition: %s" % (name, exc),
+                                     xml=merged, differences=diffs)
+            if dom.isActive():
+                result["restart_required"] = True
+    return dom
+
+
+def lifecycle(module, dom, name: str, result: dict) -> None:
+    """Autostart, then start or stop."""
+    params, actions = module.params, result["actions"]
+    active = bool(dom is not None and dom.isActive())
+    if (False if dom is None else bool(dom.autostart())) != params["autostart"]:
+        actions.append("autostart_on" if params["autostart"] else "autostart_off")
+        if dom is not None and not module.check_mode:
+            dom.setAutostart(1 if params["autostart"] else 0)
+    if params["state"] == "running":
+        if active and result["restart_required"] and params["allow_restart"]:
+            stop(module, dom, name, actions)
+            active = bool(dom.isActive())
+            result["restart_required"] = False
+        if not active:
+            actions.append("start")
+            if not module.check_mode:
+                try:
+                    dom.create()
+                except libvirt.libvirtError as exc:
+                    module.fail_json(msg="guest %s is defined but did not start: %s" % (name, exc),
+                                     actions=actions, changed=len(actions) > 1)
+    elif active:
+        stop(module, dom, name, actions)
+        result["restart_required"] = False
+    if result["restart_required"]:
+        module.warn("guest %s is running with its old definition; the change applies at its next boot "
+                    "(or set allow_restart: true)." % name)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "xml": {"type": "str"},
+            "state": {"type": "str", "choices": ["running", "shutdown", "absent"], "default": "running"},
+            "autostart": {"type": "bool", "default": False},
+            "shutdown_timeout": {"type": "int", "default": 120},
+            "force_stop": {"type": "bool", "default": False},
+            "allow_restart": {"type": "bool", "default": False},
+            "reset_nvram": {"type": "bool", "default": False},
+            "purge": {"type": "bool", "default": False},
+            **URI_OPTION,
+        },
+        required_if=[("state", "running", ["xml"]), ("state", "shutdown", ["xml"])],
+        supports_check_mode=True,
+    )
+    name = module.params["name"]
+    conn = connect(module, module.params["uri"], "the guest %s would be defined" % name)
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if not is_no_such(exc):
+            module.fail_json(msg="cannot look up guest %s: %s" % (name, exc))
+        dom = None
+    if module.params["state"] == "absent":
+        module.exit_json(**absent(module, conn, dom, name))
+    module.exit_json(**present(module, conn, dom, name))
+
+
+if __name__ == "__main__":
+    main()
