@@ -137,7 +137,7 @@ def _firmware(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
 
 def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # Disks: sized volumes in libvirt pools, with their target devices.
-    g["disks"] = _items(spec, "disks", DISK_DEFAULTS, errors, var)
+    g["disks"] = _items(g, "disks", DISK_DEFAULTS, errors, var)
     letters = {"virtio": 0, "sata": 0}
     seen = set()
     for i, disk in enumerate(g["disks"]):
@@ -170,7 +170,7 @@ def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # ISO images as cdroms: SATA on q35 (it has no IDE), IDE on i440fx, after the SATA disks.
     sata = sum(1 for d in g["disks"] if d["bus"] == "sata")
     cd_bus = "sata" if g["q35"] else "ide"
-    g["cdroms"] = _items(spec, "cdroms", {"path": None}, errors, var)
+    g["cdroms"] = _items(g, "cdroms", {"path": None}, errors, var)
     for i, cd in enumerate(g["cdroms"]):
         if not str(cd["path"] or "").startswith("/"):
             errors.append("%s.cdroms[%d]: %r is not an absolute path to an ISO image such as /mnt/vm/iso/%s.iso."
@@ -179,7 +179,7 @@ def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         cd["dev"] = _dev("sd", sata + i) if cd_bus == "sata" else _dev("hd", i)
 
 def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
-    g["interfaces"] = _items(spec, "interfaces", INTERFACE_DEFAULTS, errors, var)
+    g["interfaces"] = _items(g, "interfaces", INTERFACE_DEFAULTS, errors, var)
     macs = set()
     for i, nic in enumerate(g["interfaces"]):
         nic["mac"] = str(nic["mac"] or guest_mac(name, i)).lower()
@@ -193,7 +193,7 @@ def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
             errors.append("%s.interfaces[%d].model: %r is not one of virtio, e1000e, e1000, rtl8139."
                           % (var, i, nic["model"]))
 
-    g["filesystems"] = _items(spec, "filesystems", FILESYSTEM_DEFAULTS, errors, var)
+    g["filesystems"] = _items(g, "filesystems", FILESYSTEM_DEFAULTS, errors, var)
     targets = set()
     for i, fs in enumerate(g["filesystems"]):
         if not str(fs["source"] or "").startswith("/"):
