@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -25,14 +26,14 @@ class SiteRun:
             self.rc, self.changed, self.stdout[-6000:], self.stderr[-3000:])
 
 
-def run_site(*extra: str) -> SiteRun:
+def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site") -> SiteRun:
     """Run kvmlab.hypervisor.site with this scenario's inventory (extra: more CLI arguments)."""
     playbook = Path(sys.executable).parent / "ansible-playbook"
     # Molecule's check guard (check_no_change) is for its own check step: these runs judge
     # their predictions themselves.
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0")
     proc = subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], "kvmlab.hypervisor.site", *extra],
+        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook_path, *extra],
         capture_output=True, text=True, env=env, check=False)
     return SiteRun(proc)
 
@@ -42,9 +43,20 @@ def site():
     return run_site
 
 
+@pytest.fixture
+def guest():
+    """Run molecule/default/guest.yml: one guest through kvmlab.hypervisor.guest."""
+    path = str(Path(__file__).parent / "default" / "guest.yml")
+
+    def run(spec: dict, *extra: str) -> SiteRun:
+        return run_site("-e", json.dumps({"guest_spec": spec}), *extra, playbook_path=path)
+
+    return run
+
+
 # Look at the converged host first; the tests that break and repair it come last.
-MODULE_ORDER = ["test_host", "test_storage_network", "test_bad_input", "test_drift", "test_storage_options",
-                "test_tailscale"]
+MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_drift",
+                "test_guest_lifecycle", "test_storage_options", "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

@@ -58,6 +58,16 @@ OWNED = {
 }
 
 
+# Elements whose kind is set by an attribute: when it changes, libvirt's additions for the old kind
+# (such as migratable='on' of a host-passthrough CPU) must not survive, so the element is replaced.
+KIND_ATTRIBUTES = {"cpu": "mode"}
+
+
+def _kind_changed(desired: ET.Element, current: ET.Element) -> bool:
+    attr = KIND_ATTRIBUTES.get(desired.tag)
+    return bool(attr) and desired.get(attr) is not None and desired.get(attr) != current.get(attr)
+
+
 def _owned(parent: str, child: str) -> bool:
     kinds = OWNED.get(parent, ())
     return kinds == "*" or child in kinds
@@ -158,7 +168,7 @@ def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
                 added.append(copy.deepcopy(child))
         else:
             taken.add(id(match))
-            replaced[id(match)] = _merge(child, match)
+            replaced[id(match)] = (copy.deepcopy(child) if _kind_changed(child, match) else _merge(child, match))
     kept = []
     for child in children:
         if _owned(desired.tag, child.tag) and id(child) not in taken:

@@ -30,6 +30,9 @@ description:
     a UEFI guest with or without Secure Boot and enrolled keys, KVM, the TPM backend, virtiofs
     and virtiofsd.
   - A cdrom whose ISO file is missing is attached empty, with a warning, instead of failing.
+  - A new guest whose XML has no C(<uuid>) gets a deterministic one (a UUID5 of its name), so a
+    guest undefined with O(state=absent) and defined again finds its libvirt-managed TPM state,
+    which libvirt files by uuid, and its NVRAM again. An existing guest keeps its uuid.
   - Lifecycle. C(running) starts the guest. C(shutdown) asks it to shut down (ACPI) and waits up
     to O(shutdown_timeout) seconds; it is forced off only with O(force_stop), otherwise the module
     fails honestly. C(absent) stops it the same way and undefines it, keeping its disks, NVRAM
@@ -173,6 +176,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
@@ -184,6 +188,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
     libvirt,
 )
 
+UUID_NAMESPACE = uuid.UUID("5b0c7a3e-4f1d-4b8e-9a52-6b7e1f0c2d11")  # kvmlab guests: uuid5(this, name)
 FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/bin/virtiofsd")
 PACKAGES = {  # what provides each part, per distribution family
@@ -338,8 +343,21 @@ def backup_nvram(path: str) -> str | None:
         return None
     backup = "%s.%s.bak" % (path, time.strftime("%Y%m%dT%H%M%S"))
     shutil.copy2(path, backup)
-    os.remove(path)
     return backup
+
+
+def delete_disks(conn, paths: list) -> list:
+    """Only for purge: delete the disk images, through libvirt when a pool holds them."""
+    deleted = []
+    for path in paths:
+        try:
+            conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError:
+            if not os.path.exists(path):
+                continue
+            os.remove(path)
+        deleted.append(path)
+    return deleted
 
 
 def absent(module, conn, dom, name: str) -> dict:
@@ -368,17 +386,8 @@ def absent(module, conn, dom, name: str) -> dict:
         actions.extend("delete %s" % d for d in disks)
     if not module.check_mode:
         dom.undefineFlags(flags)
-        purged = []
-        for path in disks:
-            try:
-                conn.storageVolLookupByPath(path).delete(0)
-            except libvirt.libvirtError:
-                if not os.path.exists(path):
-                    continue
-                os.remove(path)
-            purged.append(path)
         if purge:
-            result["purged"] = purged
+            result["purged"] = delete_disks(conn, disks)
     result["changed"] = True
     result["diff"] = {"before": dx.pretty(before), "after": ""}
     return result
@@ -399,64 +408,94 @@ def present(module, conn, dom, name: str) -> dict:
 
 def define(module, conn, dom, root: ET.Element, result: dict):
     """Define the guest, or redefine it when it differs; returns the domain (None in check mode)."""
-    params, actions, name = module.params, result["actions"], module.params["name"]
-    desired = ET.tostring(root, encoding="unicode")
     if dom is None:
-        preflight(module, conn, name, root)
-        actions.append("define")
-        result["differences"] = ["domain %s: not defined yet, would be defined" % name]
-        result["diff"] = {"before": "", "after": dx.pretty(desired)}
-        if not module.check_mode:
-            try:
-                dom = conn.defineXMLFlags(desired, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-            except libvirt.libvirtError as exc:
-                module.fail_json(msg="guest %s: libvirt refused the definition: %s" % (name, exc), xml=desired)
-    else:
-        current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        diffs = dx.differences(desired, current)
-        result["differences"] = diffs
-        if diffs:
-            old_kind, new_kind = dx.firmware(current), dx.firmware(desired)
-            merged = dx.merge(desired, current)
-            if old_kind != new_kind:
-                if not params["reset_nvram"]:
-                    module.fail_json(
-                        msg="guest %s: changing its firmware from %s to %s needs a new NVRAM (its enrolled keys and "
-                            "boot entries are lost). Set reset_nvram: true to do it; the old NVRAM file is backed "
-                            "up first. Nothing was changed." % (name, old_kind, new_kind),
-                        differences=diffs)
-                merged = dx.replace_os(merged, desired)
-                actions.append("reset_nvram")
-            preflight(module, conn, name, ET.fromstring(merged))
-            actions.append("redefine")
-            result["diff"] = {"before": dx.pretty(current), "after": dx.pretty(merged)}
-            if not module.check_mode:
-                if old_kind != new_kind:
-                    backup = backup_nvram(dx.nvram_path(current))
-                    if backup:
-                        result["nvram_backup"] = backup
-                try:
-                    conn.defineXMLFlags(merged, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
-                except libvirt.libvirtError as exc:
-                    module.fail_json(msg="guest %s: libvirt refused the new definition: %s" % (name, exc),
-                                     xml=merged, differences=diffs)
-            if dom.isActive():
-                result["restart_required"] = True
+        return define_new(module, conn, root, result)
+    redefine(module, conn, dom, ET.tostring(root, encoding="unicode"), result)
     return dom
+
+
+def define_new(module, conn, root: ET.Element, result: dict):
+    name = module.params["name"]
+    if root.find("uuid") is None:
+        # Deterministic, like the MACs: a guest undefined (keeping its NVRAM and libvirt-managed
+        # TPM state, which is filed by uuid) and defined again finds its TPM state again.
+        uuid_el = ET.Element("uuid")
+        uuid_el.text = str(uuid.uuid5(UUID_NAMESPACE, name))
+        root.insert(1, uuid_el)
+    desired = ET.tostring(root, encoding="unicode")
+    preflight(module, conn, name, root)
+    result["actions"].append("define")
+    result["differences"] = ["domain %s: not defined yet, would be defined" % name]
+    result["diff"] = {"before": "", "after": dx.pretty(desired)}
+    if module.check_mode:
+        return None
+    try:
+        return conn.defineXMLFlags(desired, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="guest %s: libvirt refused the definition: %s" % (name, exc), xml=desired)
+    return None
+
+
+def redefine(module, conn, dom, desired: str, result: dict) -> None:
+    params, actions, name = module.params, result["actions"], module.params["name"]
+    current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    diffs = dx.differences(desired, current)
+    result["differences"] = diffs
+    if not diffs:
+        return
+    old_kind, new_kind = dx.firmware(current), dx.firmware(desired)
+    merged = dx.merge(desired, current)
+    if old_kind != new_kind:
+        if not params["reset_nvram"]:
+            module.fail_json(
+                msg="guest %s: changing its firmware from %s to %s needs a new NVRAM (its enrolled keys and "
+                    "boot entries are lost). Set reset_nvram: true to do it; the old NVRAM file is backed "
+                    "up first. Nothing was changed." % (name, old_kind, new_kind),
+                differences=diffs)
+        merged = dx.replace_os(merged, desired)
+        actions.append("reset_nvram")
+    preflight(module, conn, name, ET.fromstring(merged))
+    actions.append("redefine")
+    result["diff"] = {"before": dx.pretty(current), "after": dx.pretty(merged)}
+    if not module.check_mode:
+        # Copy first, define, and only then remove the old NVRAM (libvirt makes the new one from
+        # the new template at the next start): a refused definition loses nothing.
+        backup = backup_nvram(dx.nvram_path(current)) if old_kind != new_kind else None
+        try:
+            conn.defineXMLFlags(merged, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as exc:
+            module.fail_json(msg="guest %s: libvirt refused the new definition: %s" % (name, exc),
+                             xml=merged, differences=diffs)
+        if backup:
+            os.remove(dx.nvram_path(current))
+            result["nvram_backup"] = backup
+    if dom.isActive():
+        result["restart_required"] = True
 
 
 def lifecycle(module, dom, name: str, result: dict) -> None:
     """Autostart, then start or stop."""
     params, actions = module.params, result["actions"]
     active = bool(dom is not None and dom.isActive())
-    if (False if dom is None else bool(dom.autostart())) != params["autostart"]:
+    autostart = False if dom is None else bool(dom.autostart())
+    before = "state: %s\nautostart: %s\n" % ("running" if active else "shut off", autostart)
+    after = "state: %s\nautostart: %s\n" % ("running" if params["state"] == "running" else "shut off",
+                                            params["autostart"])
+    if before != after or (active and result["restart_required"] and params["allow_restart"]):
+        # Shown with --diff next to the XML's diff.
+        result.setdefault("diff", [])
+        if isinstance(result["diff"], dict):
+            result["diff"] = [result["diff"]]
+        result["diff"].append({"before_header": "guest %s lifecycle" % name, "before": before,
+                               "after_header": "guest %s lifecycle" % name, "after": after})
+    if autostart != params["autostart"]:
         actions.append("autostart_on" if params["autostart"] else "autostart_off")
         if dom is not None and not module.check_mode:
             dom.setAutostart(1 if params["autostart"] else 0)
     if params["state"] == "running":
         if active and result["restart_required"] and params["allow_restart"]:
             stop(module, dom, name, actions)
-            active = bool(dom.isActive())
+            active = False if module.check_mode else bool(dom.isActive())
             result["restart_required"] = False
         if not active:
             actions.append("start")

@@ -94,6 +94,9 @@ paths:
   sample: {vm/win11.qcow2: /mnt/vm/win11.qcow2}
 """
 
+import os
+import xml.etree.ElementTree as ET
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volplan
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
@@ -103,6 +106,13 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
     libvirt,
 )
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
+
+
+def predicted_path(pool, spec: dict) -> str:
+    """Where a volume would be created (check mode); the storage role defines missing pools first."""
+    if pool is None:
+        return "/%s/%s" % (spec["pool"], spec["name"])  # the pool is not defined yet: a stand-in
+    return os.path.join(ET.fromstring(pool.XMLDesc(0)).findtext("target/path") or "/", spec["name"])
 
 
 def lookup_pool(module, conn, name: str, cache: dict):
@@ -186,6 +196,8 @@ def core(module: AnsibleModule) -> dict:
         result["diff"]["before"][key] = {"capacity": current["capacity"]} if current else {"exists": False}
         result["diff"]["after"][key] = {"capacity": capacity, "format": spec["format"]}
         if module.check_mode:
+            if action == "create":
+                result["paths"][key] = predicted_path(pool, spec)
             continue
         try:
             if action == "create":

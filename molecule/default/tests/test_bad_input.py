@@ -37,22 +37,37 @@ CASES = {
     "pool path collision": (
         {"storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
         "storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),
+    "guest memory not a size": (
+        {"guest_overrides": {"kali": {"memory": "lots"}}},
+        "guest_spec.memory: not a size: 'lots'"),
+    "secure boot without q35": (
+        {"guest_overrides": {"arch": {"machine": "pc"}}},
+        "guest_spec.machine: Secure Boot needs the q35 machine (for SMM), got 'pc'"),
+    "nvram on a BIOS guest": (
+        {"guest_overrides": {"kali": {"nvram": "/mnt/vm/kali_VARS.fd"}}},
+        "guest_spec.nvram: needs firmware uefi; this guest has firmware bios"),
+    "misspelt guest field": (
+        {"guest_overrides": {"win11": {"cpu_pin": {0: "1"}}}},
+        "guest_spec.cpu_pin: unknown field"),
+    "pin beyond the guest's vCPUs": (
+        {"guest_overrides": {"kali": {"cpu_pins": {"5": "1"}}}},
+        "guest_spec.cpu_pins: '5': '1' is not a vCPU (0-1)"),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_fails_before_any_change(host, site, case):
     extra_vars, message = CASES[case]
-    before = host.check_output("virsh -c qemu:///system net-dumpxml --inactive default; "
-                               "virsh -c qemu:///system pool-list --all --name")
+    state = ("virsh -c qemu:///system net-dumpxml --inactive default; virsh -c qemu:///system pool-list --all "
+             "--name; for g in win11 arch kali; do virsh -c qemu:///system dumpxml --inactive $g; done")
+    before = host.check_output(state)
     run = site("-e", json.dumps(extra_vars))
     assert run.rc != 0, run
     assert message in run.stderr, run
     assert run.changed == 0, run
     # It stopped in the checks that come first: no task ran on the host.
     assert "kvmlab.hypervisor.host : Read the host" not in run.stdout, run
-    assert host.check_output("virsh -c qemu:///system net-dumpxml --inactive default; "
-                             "virsh -c qemu:///system pool-list --all --name") == before
+    assert host.check_output(state) == before
 
 
 def test_preflight_rejects_missing_admin_user(site):

@@ -26,7 +26,16 @@ def reservation(host) -> str:
 
 
 CASES = {
-    "subvolume unmounted": Drift("umount /mnt/vm", "! findmnt /mnt/vm", "Mount the subvolume through fstab"),
+    # The guests (and win11's swtpm) hold files on /mnt/vm: stop them to unmount it.
+    "subvolume unmounted": Drift(
+        "for g in win11 arch kali; do " + V + "destroy $g; done; "
+        "systemctl stop kvmlab-swtpm-win11.socket kvmlab-swtpm-win11.service && umount /mnt/vm",
+        "! findmnt /mnt/vm", "Mount the subvolume through fstab"),
+    "guest stopped": Drift(V + "destroy kali", V + "domstate kali | grep -q 'shut off'", "+state: running"),
+    "guest memory changed": Drift(
+        V + "setmem kali 1048576 --config && " + V + "setmaxmem kali 1048576 --config",
+        V + "dumpxml --inactive kali | grep -q \"<memory unit='KiB'>1048576<\"",
+        '-  <memory unit="KiB">1048576</memory>'),
     "nodatacow removed": Drift("chattr -C /mnt/vm", "lsattr -d /mnt/vm | cut -d' ' -f1 | grep -qv C",
                                "nodatacow: false"),
     "pool undefined": Drift(V + "pool-destroy iso && " + V + "pool-undefine iso", "! " + V + "pool-info iso",
