@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-DEMO_OVERRIDES = yaml.safe_load(
-    (Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml").read_text())["guest_overrides"]
+DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
+DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["guest_overrides"]
 
 V = "virsh -c qemu:///system "
 # A small UEFI guest under TCG (UEFI does not run under KVM in this container).

@@ -1,0 +1,244 @@
+"""libvirt_domain against a fake libvirt: which write APIs it calls, and what it never does."""
+
+from __future__ import annotations
+
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from ansible_collections.kvmlab.hypervisor.plugins.modules import libvirt_domain as mod
+
+FIXTURES = Path(__file__).resolve().parents[1] / "module_utils" / "fixtures" / "domain"
+KEEP_NVRAM, KEEP_TPM, NVRAM, TPM = 8, 64, 4, 128
+
+
+class LibvirtError(Exception):
+    def get_error_code(self):
+        return 42  # VIR_ERR_NO_DOMAIN
+
+
+FAKE = types.SimpleNamespace(
+    libvirtError=LibvirtError, VIR_ERR_NO_DOMAIN=42, VIR_ERR_NO_STORAGE_POOL=0, VIR_ERR_NO_NETWORK=0,
+    VIR_ERR_NO_STORAGE_VOL=0, VIR_DOMAIN_XML_INACTIVE=2, VIR_DOMAIN_DEFINE_VALIDATE=1,
+    VIR_DOMAIN_UNDEFINE_MANAGED_SAVE=1, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA=2, VIR_DOMAIN_UNDEFINE_NVRAM=NVRAM,
+    VIR_DOMAIN_UNDEFINE_KEEP_NVRAM=KEEP_NVRAM, VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA=16,
+    VIR_DOMAIN_UNDEFINE_TPM=TPM, VIR_DOMAIN_UNDEFINE_KEEP_TPM=KEEP_TPM)
+CAPS = """<domainCapabilities><machine>pc-q35-7.2</machine><os supported='yes'>
+<enum name='firmware'><value>efi</value></enum></os>
+<devices><tpm supported='yes'><enum name='backendModel'><value>emulator</value><value>external</value></enum></tpm>
+</devices></domainCapabilities>"""
+SECURE = {"interface-types": ["uefi"], "features": ["secure-boot", "enrolled-keys", "requires-smm"],
+          "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}], "_file": "40-secure-enrolled.json"}
+PLAIN = {"interface-types": ["uefi"], "features": [], "targets": [{"architecture": "x86_64", "machines": ["pc-*"]}],
+         "_file": "60-plain.json"}
+
+
+class Failed(Exception):
+    pass
+
+
+class Module:
+    def __init__(self, check_mode=False, **params):
+        self.params = dict(name="kali", xml=None, state="running", autostart=False, shutdown_timeout=1,
+                           force_stop=False, allow_restart=False, reset_nvram=False, purge=False, uri="x")
+        self.params.update(params)
+        self.check_mode = check_mode
+        self.warnings: list[str] = []
+
+    def fail_json(self, **kw):
+        raise Failed(kw["msg"])
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+class Dom:
+    def __init__(self, xml, active=False, autostart=False):
+        self.xml, self.active, self.auto, self.calls = xml, active, autostart, []
+
+    def XMLDesc(self, flags=0):
+        return self.xml
+
+    def isActive(self):
+        return self.active
+
+    def autostart(self):
+        return self.auto
+
+    def setAutostart(self, value):
+        self.calls.append(("setAutostart", value))
+
+    def create(self):
+        self.calls.append(("create",))
+        self.active = True
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+    def destroy(self):
+        self.calls.append(("destroy",))
+        self.active = False
+
+    def hasManagedSaveImage(self, flags):
+        return False
+
+    def undefineFlags(self, flags):
+        self.calls.append(("undefineFlags", flags))
+
+
+class Conn:
+    def __init__(self, dom=None):
+        self.dom, self.calls = dom, []
+
+    def lookupByName(self, name):
+        if self.dom is None:
+            raise LibvirtError("no domain")
+        return self.dom
+
+    def defineXMLFlags(self, xml, flags):
+        self.calls.append(("defineXMLFlags", xml))
+        return self.dom or Dom(xml)
+
+    def getDomainCapabilities(self, *args):
+        return CAPS
+
+    def storageVolLookupByPath(self, path):
+        raise LibvirtError("not in a pool")
+
+
+@pytest.fixture(autouse=True)
+def fake_libvirt(monkeypatch):
+    monkeypatch.setattr(mod, "libvirt", FAKE)
+    monkeypatch.setattr(mod, "firmware_descriptors", lambda: [SECURE, PLAIN])
+    monkeypatch.setattr(mod, "os_family", lambda: "debian")
+
+
+def desired_from(current: str, edit=None) -> str:
+    """A desired XML: libvirt's, stripped of what libvirt adds (so it is a subset), optionally edited."""
+    root = ET.fromstring(current)
+    root.remove(root.find("uuid"))
+    if edit:
+        edit(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def test_converged_guest_calls_no_write_api():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True)
+    conn = Conn(dom)
+    module = Module(xml=desired_from(current))
+    result = mod.present(module, conn, dom, "kali")
+    assert result["changed"] is False and result["actions"] == []
+    assert conn.calls == [] and dom.calls == []
+
+
+def test_new_guest_is_defined_with_a_deterministic_uuid_and_started():
+    desired = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text())
+    conn = Conn()
+    result = mod.present(Module(xml=desired), conn, None, "kali")
+    assert result["actions"] == ["define", "start"]
+    defined = ET.fromstring(conn.calls[0][1])
+    assert defined.findtext("uuid") == "%s" % mod.uuid.uuid5(mod.UUID_NAMESPACE, "kali")
+
+
+def test_check_mode_predicts_and_writes_nothing():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=False)
+    conn = Conn(dom)
+    bigger = desired_from(current, lambda r: r.find("memory").__setattr__("text", "4194304"))
+    result = mod.present(Module(check_mode=True, xml=bigger, autostart=True), conn, dom, "kali")
+    assert result["actions"] == ["redefine", "autostart_on", "start"]
+    assert result["differences"] == ["domain/memory: '2097152' -> '4194304'"]
+    assert conn.calls == [] and dom.calls == []
+    assert any(d.get("after", "").startswith("state: running") for d in result["diff"])
+
+
+def test_change_to_a_running_guest_waits_for_its_next_boot():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True)
+    module = Module(xml=desired_from(current, lambda r: r.find("memory").__setattr__("text", "4194304")))
+    result = mod.present(module, Conn(dom), dom, "kali")
+    assert result["restart_required"] is True and dom.calls == []
+    assert "next boot" in module.warnings[0]
+
+
+def firmware_case(tmp_path, reset):
+    current = (FIXTURES / "site-arch-libvirt9.xml").read_text()
+    nvram = tmp_path / "arch_VARS.fd"
+    nvram.write_bytes(b"enrolled keys and boot entries")
+    current = current.replace("/var/lib/libvirt/qemu/nvram/arch_VARS.fd", str(nvram))
+
+    def no_secure_boot(root):
+        for feature in root.findall("os/firmware/feature"):
+            feature.set("enabled", "no")
+        root.find("features").remove(root.find("features/smm"))
+
+    dom = Dom(current)
+    conn = Conn(dom)
+    module = Module(name="arch", xml=desired_from(current, no_secure_boot), state="shutdown", reset_nvram=reset)
+    return module, conn, dom, nvram
+
+
+def test_firmware_change_is_refused_without_reset_nvram(tmp_path):
+    module, conn, dom, nvram = firmware_case(tmp_path, reset=False)
+    with pytest.raises(Failed, match="from uefi\\+secure-boot\\+enrolled-keys to uefi needs a new NVRAM"):
+        mod.present(module, conn, dom, "arch")
+    assert conn.calls == [] and nvram.read_bytes() == b"enrolled keys and boot entries"
+
+
+def test_reset_nvram_backs_up_then_defines_the_new_firmware(tmp_path):
+    module, conn, dom, nvram = firmware_case(tmp_path, reset=True)
+    result = mod.present(module, conn, dom, "arch")
+    assert result["actions"] == ["reset_nvram", "redefine"]
+    assert Path(result["nvram_backup"]).read_bytes() == b"enrolled keys and boot entries"
+    assert not nvram.exists(), "libvirt makes the new NVRAM from the new template"
+    os_el = ET.fromstring(conn.calls[0][1]).find("os")
+    assert os_el.find("loader") is None, "the old Secure Boot loader must not survive"
+    assert {f.get("name"): f.get("enabled") for f in os_el.findall("firmware/feature")} == {
+        "secure-boot": "no", "enrolled-keys": "no"}
+
+
+def test_absent_keeps_disks_nvram_and_tpm(tmp_path):
+    disk = tmp_path / "kali.qcow2"
+    disk.write_bytes(b"data")
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
+        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+    dom = Dom(current)
+    result = mod.absent(Module(state="absent"), Conn(dom), dom, "kali")
+    assert result["actions"] == ["undefine"]
+    (_, flags), = dom.calls
+    assert flags & KEEP_NVRAM and flags & KEEP_TPM and not flags & (NVRAM | TPM)
+    assert disk.read_bytes() == b"data"
+
+
+def test_purge_deletes_the_disks(tmp_path):
+    disk = tmp_path / "kali.qcow2"
+    disk.write_bytes(b"data")
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
+        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+    dom = Dom(current)
+    result = mod.absent(Module(state="absent", purge=True), Conn(dom), dom, "kali")
+    (_, flags), = dom.calls
+    assert flags & NVRAM and flags & TPM
+    assert result["purged"] == [str(disk)] and not disk.exists()
+
+
+def test_shutdown_timeout_fails_unless_forced():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True)  # ignores shutdown()
+    with pytest.raises(Failed, match="did not shut down within 1 s"):
+        mod.present(Module(xml=desired_from(current), state="shutdown"), Conn(dom), dom, "kali")
+    assert ("destroy",) not in dom.calls
+    result = mod.present(Module(xml=desired_from(current), state="shutdown", force_stop=True), Conn(dom), dom, "kali")
+    assert result["actions"] == ["shutdown", "force_stop"] and ("destroy",) in dom.calls
+
+
+def test_preflight_names_the_missing_firmware_package(monkeypatch):
+    desired = desired_from((FIXTURES / "site-arch-libvirt9.xml").read_text())
+    monkeypatch.setattr(mod, "firmware_descriptors", lambda: [PLAIN])
+    conn = Conn()
+    with pytest.raises(Failed, match=r"offers UEFI with Secure Boot and enrolled keys for x86_64 pc-q35-7\.2; "
+                                     r"install ovmf"):
+        mod.present(Module(name="arch", xml=desired), conn, None, "arch")
+    assert conn.calls == []
