@@ -1,6 +1,7 @@
 # The two commands that set everything up on a fresh Debian machine (root):
 #   make demo   converge the demo site in the long-lived nested-KVM container kvmlab-demo
 #   make test   lint, sanity, unit tests and the Molecule scenarios
+# And: make new-vm NAME=fedora   a new guest as the role roles/vm_fedora
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -19,10 +20,10 @@ export ANSIBLE_FORCE_COLOR := 1
 
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git
 
-.PHONY: help deps venv image demo demo-destroy test lint sanity unit molecule clean
+.PHONY: help deps venv image demo demo-destroy new-vm test lint sanity unit molecule clean
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,5p' Makefile
 
 # OS packages for the harness; apt runs only when one is missing.
 deps:
@@ -45,8 +46,15 @@ image: deps
 demo: venv image
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
-	@echo; echo "== What $(DEMO) now has"; \
-	tools/harness ssh $(DEMO) 'virsh -c qemu:///system version; echo; virsh -c qemu:///system net-list --all; virsh -c qemu:///system pool-list --all; virsh -c qemu:///system list --all'
+	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \
+	  playbooks/report.yml >/dev/null
+	@echo; cat reports/$(DEMO).md
+
+# A new guest as its own role, from tools/vm-skeleton: make new-vm NAME=fedora [ROLES=roles]
+NAME ?=
+ROLES ?= roles
+new-vm: venv
+	tools/new-vm "$(NAME)" "$(ROLES)"
 
 demo-destroy:
 	tools/harness down $(DEMO)

@@ -26,12 +26,12 @@ class SiteRun:
             self.rc, self.changed, self.stdout[-6000:], self.stderr[-3000:])
 
 
-def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site") -> SiteRun:
+def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: dict | None = None) -> SiteRun:
     """Run kvmlab.hypervisor.site with this scenario's inventory (extra: more CLI arguments)."""
     playbook = Path(sys.executable).parent / "ansible-playbook"
     # Molecule's check guard (check_no_change) is for its own check step: these runs judge
     # their predictions themselves.
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0", **(env or {}))
     proc = subprocess.run(
         [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook_path, *extra],
         capture_output=True, text=True, env=env, check=False)
@@ -55,8 +55,8 @@ def guest():
 
 
 # Look at the converged host first; the tests that break and repair it come last.
-MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_drift",
-                "test_guest_lifecycle", "test_storage_options", "test_tailscale"]
+MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_workstation_check",
+                "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options", "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

@@ -37,6 +37,12 @@ options:
     description: Fail instead of spreading a guest over NUMA nodes.
     type: bool
     default: false
+  taken:
+    description:
+      - CPUs already pinned by other guests, as guest name to CPU list (C(pinned) from
+        C(kvmlab.hypervisor.cpu_topology)). They are not free; guests in the requests are left out.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -65,7 +71,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning
 
 
-def cpu_pinning(topology, requests, housekeeping=None, numa_strict=False):
+def cpu_pinning(topology, requests, housekeeping=None, numa_strict=False, taken=None):
     if not isinstance(topology, dict) or "cpus" not in topology:
         raise AnsibleFilterError("cpu_pinning expects the topology from kvmlab.hypervisor.cpu_topology")
     if not isinstance(requests, list) or not all(isinstance(r, dict) and "name" in r and "vcpus" in r
@@ -73,7 +79,9 @@ def cpu_pinning(topology, requests, housekeeping=None, numa_strict=False):
         raise AnsibleFilterError("cpu_pinning: requests must be a list of dicts with name and vcpus")
     # Facts come back from the managed host through JSON: integer keys arrive as strings.
     topo = dict(topology, nodes={int(k): v for k, v in topology.get("nodes", {}).items()})
-    results, errors = compute_pinning(topo, requests, housekeeping, bool(numa_strict))
+    asked = {r["name"] for r in requests}
+    owners = {cpu: guest for guest, cpus in (taken or {}).items() if guest not in asked for cpu in cpus}
+    results, errors = compute_pinning(topo, requests, housekeeping, bool(numa_strict), owners)
     if errors:
         raise AnsibleFilterError("CPU pinning is not possible:\n" + "\n".join(errors))
     return results

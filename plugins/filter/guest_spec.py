@@ -23,6 +23,12 @@ options:
     description: The name to use for the spec in messages.
     type: str
     default: guest_spec
+  topology:
+    description:
+      - For C(guest_errors), the host's C(kvmlab.hypervisor.cpu_topology) facts; then it also
+        checks the guest's memory against the host's and that its pins fit the host's CPUs
+        (and the CPUs other guests pin).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -44,7 +50,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import host_errors, normalize
 
 
 def guest_spec(spec, var="guest_spec"):
@@ -54,8 +60,11 @@ def guest_spec(spec, var="guest_spec"):
     return normalized
 
 
-def guest_errors(spec, var="guest_spec"):
-    return normalize(spec, var)[1]
+def guest_errors(spec, var="guest_spec", topology=None):
+    normalized, errors = normalize(spec, var)
+    if errors or not topology:
+        return errors
+    return host_errors(normalized, topology, var)
 
 
 class FilterModule:

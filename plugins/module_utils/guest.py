@@ -16,7 +16,11 @@ import hashlib
 import re
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import format_cpulist, parse_cpulist
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import (
+    compute_pinning,
+    format_cpulist,
+    parse_cpulist,
+)
 
 DEFAULTS = {
     "name": None,
@@ -43,8 +47,13 @@ DEFAULTS = {
     "video": "virtio",
     "filesystems": [],
     "windows": False,
+    "cpu_pinning": "none",
     "cpu_pins": {},
     "emulator_pins": None,
+    "cpu_housekeeping": None,
+    "numa_strict": False,
+    "iothreads": 0,
+    "hugepages": False,
     "boot": None,
     "autostart": False,
     "state": "running",
@@ -70,7 +79,8 @@ CHOICES = {
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-BOOL_FIELDS = ("secure_boot", "windows", "autostart", "force_stop", "allow_restart", "purge", "reset_nvram")
+BOOL_FIELDS = ("secure_boot", "windows", "autostart", "force_stop", "allow_restart", "purge", "reset_nvram",
+               "numa_strict")
 
 
 def guest_mac(name: str, index: int = 0) -> str:
@@ -225,12 +235,47 @@ def _pins(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
                           % (var, vcpu, cpus, g["vcpus"] - 1))
             continue
         g["vcpupin"].append({"vcpu": vcpu_i, "cpuset": cpuset})
+    mode = g["cpu_pinning"]
+    if mode not in ("none", "auto") and (isinstance(mode, bool) or not isinstance(mode, int)
+                                         or not 1 <= mode <= g["vcpus"]):
+        errors.append("%s.cpu_pinning: %r must be none, auto (pin every vCPU) or a number of vCPUs to pin "
+                      "(1-%d)." % (var, mode, g["vcpus"]))
+    if mode != "none" and pins:
+        errors.append("%s.cpu_pinning: give either cpu_pinning (computed pins) or cpu_pins (explicit ones), "
+                      "not both." % var)
+    # The host's topology is read (one remote task) to compute pins, or to check explicit ones.
+    g["pinned"] = mode != "none" or bool(pins)
+    if g["cpu_housekeeping"] is not None:
+        try:
+            g["cpu_housekeeping"] = format_cpulist(parse_cpulist(str(g["cpu_housekeeping"])))
+        except ValueError:
+            errors.append("%s.cpu_housekeeping: %r is not a host CPU list such as '0,10'."
+                          % (var, g["cpu_housekeeping"]))
+
+
+def _tuning(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
+    """I/O threads and huge pages."""
+    iothreads = g["iothreads"]
+    if isinstance(iothreads, bool) or not isinstance(iothreads, int) or not 0 <= iothreads <= 16:
+        errors.append("%s.iothreads: must be a number from 0 to 16, got %r." % (var, iothreads))
+        g["iothreads"] = 0
+    virtio = [d for d in g["disks"] if d["bus"] == "virtio"]
+    for i, disk in enumerate(virtio):
+        disk["iothread"] = i % g["iothreads"] + 1 if g["iothreads"] else None
+    pages = g["hugepages"]
+    if pages is not False and pages is not True and (not isinstance(pages, int) or pages not in (2048, 1048576)):
+        errors.append("%s.hugepages: %r must be true (2 MiB pages), 2048 or 1048576 (KiB), or false."
+                      % (var, pages))
+    elif pages is True:
+        g["hugepages"] = 2048
+    if g["hugepages"] and g["filesystems"]:
+        errors.append("%s.hugepages: virtiofs needs memfd shared memory; drop hugepages or the filesystems."
+                      % var)
     if g["emulator_pins"] is not None:
         try:
             g["emulator_pins"] = format_cpulist(parse_cpulist(str(g["emulator_pins"])))
         except ValueError:
             errors.append("%s.emulator_pins: %r is not a host CPU list such as '0-1'." % (var, g["emulator_pins"]))
-
 
 
 def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
@@ -255,7 +300,7 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
         if not isinstance(g[key], bool):
             errors.append("%s.%s: must be true or false, got %r." % (var, key, g[key]))
     _sizing(g, errors, var)
-    for check in (_firmware, _disks, _cdroms, _interfaces, _pins):
+    for check in (_firmware, _disks, _cdroms, _interfaces, _pins, _tuning):
         check(g, spec, name, errors, var)
     if g["boot"] is None:
         g["boot"] = ["hd", "cdrom"] if g["cdroms"] else ["hd"]
@@ -287,3 +332,21 @@ def _sizing(g: dict, errors: list, var: str) -> None:
     if g["cpu_mode"] == "custom" and not g["cpu_model"]:
         errors.append("%s.cpu_model: cpu_mode custom needs a CPU model such as qemu64 or Skylake-Client." % var)
 
+
+
+def host_errors(g: dict, topology: dict, var: str = "guest_spec") -> list[str]:
+    """What a normalised spec asks for that this host (its kvmlab.hypervisor.cpu_topology facts)
+    cannot give: more memory than it has, or pins that do not fit its CPUs."""
+    errors = []
+    total = (topology.get("memory") or {}).get("total_kib") or 0
+    if total and g["memory_kib"] > total:
+        errors.append("%s.memory: guest %s asks for %s, but the host has %.1fG in total; give it less memory."
+                      % (var, g["name"], g["memory"], total / 1024 / 1024))
+    if g["pinned"]:
+        request = {"name": g["name"], "vcpus": g["vcpus"], "cpu_pinning": g["cpu_pinning"], "cpu_pins": g["cpu_pins"]}
+        topo = dict(topology, nodes={int(k): v for k, v in topology.get("nodes", {}).items()})
+        taken = {cpu: guest for guest, cpus in (topology.get("pinned") or {}).items() if guest != g["name"]
+                 for cpu in cpus}
+        pin_errors = compute_pinning(topo, [request], g["cpu_housekeeping"], g["numa_strict"], taken)[1]
+        errors.extend("%s.cpu_pinning: %s" % (var, e) for e in pin_errors)
+    return errors

@@ -219,14 +219,16 @@ def _guest_topology(chosen: list[dict], count: int, threads_per_core: int) -> di
     return {"sockets": 1, "dies": 1, "cores": count // threads, "threads": threads}
 
 
-def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, numa_strict: bool = False) -> tuple:
+def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, numa_strict: bool = False,
+                    taken: dict | None = None) -> tuple:
     """Pins for every guest that asks for them; returns (results by guest name, errors).
 
     A request has name, vcpus, and either cpu_pinning ("auto": pin every vCPU; a number: pin
     that many) or cpu_pins (an explicit {vCPU: CPU list} map, validated, not trusted). Explicit
     maps are placed first, then automatic ones in the order given; no two guests share a CPU,
     and the housekeeping CPUs (default: core 0 with its siblings) run the emulator and I/O
-    threads of every pinned guest.
+    threads of every pinned guest. `taken` maps CPUs to the guests (not in `requests`) that
+    already pin them: they are not free, and explicit maps must not use them.
     """
     errors: list[str] = []
     all_ids = {c["id"] for c in topology["cpus"]}
@@ -240,7 +242,8 @@ def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, num
     if not hk <= online:
         errors.append("cpu_pinning_housekeeping: CPUs %s are not online (online: %s)."
                       % (format_cpulist(hk - online), format_cpulist(online)))
-    owner: dict[int, str] = {}
+    asked = {req["name"] for req in requests}
+    owner: dict[int, str] = {int(c): g for c, g in (taken or {}).items() if g not in asked}
     results: dict[str, dict] = {}
     hk_list = format_cpulist(hk & online)
     for req in requests:
@@ -261,11 +264,11 @@ def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, num
         count = int(req["vcpus"]) if mode == "auto" else int(mode)
         free = online - hk - set(owner)
         if count > len(free):
-            taken = sorted(set(owner.values()))
+            others = sorted(set(owner.values()))
             errors.append("guest %s: %d vCPUs to pin, but only %d CPUs are free outside the housekeeping CPUs (%s)%s: "
                           "%s. Pin fewer vCPUs or free CPUs." % (
                               name, count, len(free), hk_list,
-                              " and those of %s" % ", ".join(taken) if taken else "", format_cpulist(free) or "none"))
+                              " and those of %s" % ", ".join(others) if others else "", format_cpulist(free) or "none"))
             continue
         chosen, scope = _place(topology, free, count)
         if scope == "host" and numa_strict and len(topology["nodes"]) > 1:

@@ -14,9 +14,18 @@ description:
     (C(/sys/devices/cpu_core/cpus), C(/sys/devices/cpu_atom/cpus)), L3 cache groups, huge pages
     and the C(isolcpus) and C(nohz_full) kernel options, and returns them as one structure.
   - Feed RV(ansible_facts.kvmlab_cpu_topology) to the C(kvmlab.hypervisor.cpu_pinning) filter.
+  - Also returns the host's memory (C(/proc/meminfo)) and the CPUs that libvirt's guests pin
+    (C(pinned)), read from their persistent definitions, so pins for one guest can avoid the
+    others'.
 author:
   - kvmlab developers (@kvmlab)
-options: {}
+options:
+  uri:
+    description:
+      - libvirt connection URI to read the guests' pins from. When libvirt (or its Python
+        binding) is not there yet, C(pinned) is empty.
+    type: str
+    default: qemu:///system
 attributes:
   check_mode:
     support: full
@@ -49,7 +58,8 @@ ansible_facts:
       description:
         - C(cpus) (id, online, core_id, package, die, siblings, node, l3, type), C(online),
           C(threads_per_core), C(nodes), C(l3_groups), C(hybrid), C(core_types), C(isolcpus),
-          C(nohz_full) and C(hugepages) (per page size in kB, total and free).
+          C(nohz_full), C(hugepages) (per page size in kB, total and free), C(memory) (C(total_kib),
+          C(available_kib)) and C(pinned) (guest name to the host CPUs its vCPUs are pinned to).
       type: dict
       returned: always
       sample:
@@ -59,18 +69,59 @@ ansible_facts:
         hybrid: false
 """
 
+import xml.etree.ElementTree as ET
+
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import parse_cpulist, read_topology
+
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+
+
+def memory() -> dict:
+    fields = {}
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _sep, value = line.partition(":")
+                fields[key] = int(value.split()[0]) if value.split() else 0
+    except (OSError, ValueError):
+        pass
+    return {"total_kib": fields.get("MemTotal", 0), "available_kib": fields.get("MemAvailable", 0)}
+
+
+def pinned(uri: str) -> dict:
+    """Guest name -> the host CPUs its vCPUs are pinned to, from the persistent definitions."""
+    if libvirt is None:
+        return {}
+    try:
+        conn = libvirt.openReadOnly(uri)
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+    except libvirt.libvirtError:
+        return {}
+    out = {}
+    for dom in domains:
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        cpus = set()
+        for pin in root.findall("cputune/vcpupin"):
+            cpus.update(parse_cpulist(pin.get("cpuset", "")))
+        if cpus:
+            out[dom.name()] = sorted(cpus)
+    return out
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec={"uri": {"type": "str", "default": "qemu:///system"}},
+                           supports_check_mode=True)
     try:
         with open("/proc/cmdline", encoding="utf-8") as f:
             cmdline = f.read()
     except OSError:
         cmdline = ""
-    module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": read_topology(cmdline=cmdline)})
+    topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned(module.params["uri"]))
+    module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": topology})
 
 
 if __name__ == "__main__":

@@ -312,6 +312,26 @@ def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
                         "and run again to insert it." % (name, path, target.get("dev") if target is not None else "?"))
 
 
+def check_hugepages(module, name: str, xml: str) -> None:
+    """A guest backed by huge pages starts only if the host has enough free ones."""
+    root = ET.fromstring(xml)
+    page = root.find("memoryBacking/hugepages/page")
+    if root.find("memoryBacking/hugepages") is None:
+        return
+    size = int(page.get("size", "2048")) if page is not None else 2048
+    memory_kib = int(root.findtext("memory") or 0)
+    need = -(-memory_kib // size)
+    try:
+        with open("/sys/kernel/mm/hugepages/hugepages-%dkB/free_hugepages" % size, encoding="utf-8") as handle:
+            free = int(handle.read().strip() or 0)
+    except (OSError, ValueError):
+        free = 0
+    if free < need:
+        module.fail_json(msg="guest %s needs %d huge pages of %d KiB to start, and the host has %d free. Reserve "
+                             "them (sysctl vm.nr_hugepages, or hugepages= on the kernel command line) or set "
+                             "hugepages: false." % (name, need, size, free))
+
+
 def stop(module, dom, name: str, actions: list) -> None:
     """Shut the guest down gracefully, waiting; force it off only when allowed."""
     if not dom.isActive():
@@ -498,6 +518,7 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
             active = False if module.check_mode else bool(dom.isActive())
             result["restart_required"] = False
         if not active:
+            check_hugepages(module, name, dom.XMLDesc(0) if dom is not None else module.params["xml"])
             actions.append("start")
             if not module.check_mode:
                 try:

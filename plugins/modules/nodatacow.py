@@ -48,27 +48,11 @@ cow_files:
   sample: [/mnt/vm/old.qcow2]
 """
 
-import array
 import errno
-import fcntl
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-
-# linux/fs.h
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_NOCOW_FL = 0x00800000
-
-
-def get_flags(fd: int) -> int:
-    buf = array.array("i", [0])
-    fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
-    return buf[0]
-
-
-def set_flags(fd: int, flags: int) -> None:
-    fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("i", [flags]), False)
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.fsflags import FS_NOCOW_FL, get_flags, set_flags
 
 
 def cow_files(top: str) -> list[str]:

@@ -155,3 +155,36 @@ def test_windows_profile(host):
     assert dom.find("clock").get("offset") == "localtime"
     assert dom.find("clock/timer[@name='hypervclock']").get("present") == "yes"
     assert live(host, "kali").find("features/hyperv") is None
+
+
+def cpulist(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def affinity(host, command: str) -> dict:
+    """virsh vcpupin/emulatorpin/iothreadinfo output: first column -> CPU list."""
+    rows = host.check_output(V + command).splitlines()[2:]
+    return {r.split()[0].rstrip(":"): r.split()[-1] for r in rows if r.strip()}
+
+
+def test_win11_pins_come_from_the_topology(host):
+    """The demo pins win11's vCPU with cpu_pinning: auto: off the housekeeping core (CPU 0 and
+    its SMT siblings, read here from sysfs), with the emulator and I/O thread on it."""
+    online = cpulist(host.file("/sys/devices/system/cpu/online").content_string)
+    first = min(online)
+    housekeeping = cpulist(host.file("/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list"
+                                     % first).content_string)
+    free = sorted(online - housekeeping)
+    assert affinity(host, "vcpupin win11") == {"0": str(free[0])}
+    hk = ",".join(str(c) for c in sorted(housekeeping))
+    assert cpulist(affinity(host, "emulatorpin win11")["*"]) == housekeeping, hk
+    assert cpulist(affinity(host, "iothreadinfo win11")["1"]) == housekeeping, hk
+    # The running QEMU's vCPU thread really is confined there.
+    mask = "".join("y" if cpu == free[0] else "-" for cpu in range(max(online) + 1))
+    assert "CPU Affinity:   " + mask in host.check_output(V + "vcpuinfo win11")
+    for name in ("arch", "kali"):
+        assert affinity(host, "vcpupin " + name)["0"] == "0-%d" % max(online)

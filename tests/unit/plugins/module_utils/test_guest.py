@@ -9,8 +9,12 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_spec import guest_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import DEFAULTS, guest_mac, normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning, read_topology
+
+from . import sysfs
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURES = Path(__file__).parent / "fixtures" / "domain"
@@ -29,7 +33,11 @@ def demo(vm: str) -> dict:
     return dict(spec_of(vm), **overrides.get(vm, {}))
 
 
-def render(spec: dict, paths: dict | None = None) -> str:
+CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
+
+
+def render(spec: dict, paths: dict | None = None, topology: dict | None = None) -> str:
+    """The role's rendering: pins (if asked for) from `topology`, by default this CI machine's."""
     g, errors = normalize(spec)
     assert errors == []
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "roles/guest/templates")),
@@ -37,7 +45,16 @@ def render(spec: dict, paths: dict | None = None) -> str:
     if paths is None:
         pools = {"vm": "/mnt/vm", "default": "/var/lib/libvirt/images"}
         paths = {d["pool"] + "/" + d["name"]: pools[d["pool"]] + "/" + d["name"] for d in g["disks"]}
-    return env.get_template("domain.xml.j2").render(guest__resolved=g, __guest_volume_paths=paths)
+    pins = {}
+    if g["pinned"]:
+        topology = topology or read_topology(str(CI_2CPU / "cpu"), str(CI_2CPU / "node"), "/nonexistent",
+                                             "/nonexistent")
+        request = {"name": g["name"], "vcpus": g["vcpus"], "cpu_pinning": g["cpu_pinning"], "cpu_pins": g["cpu_pins"]}
+        result, errors = compute_pinning(topology, [request], g["cpu_housekeeping"])
+        assert errors == []
+        pins = result[g["name"]]
+    return env.get_template("domain.xml.j2").render(guest__resolved=g, __guest_volume_paths=paths,
+                                                   __guest_pins=pins)
 
 
 def empty_cdroms(xml: str) -> str:
@@ -140,8 +157,9 @@ def test_rendered_domain_matches_what_libvirt_9_made_of_it(vm):
     assert dx.differences(render(demo(vm)), current) == ["domain/devices/disk[sda]/source: missing, would be added"]
 
 
-def test_seed_win11_renders_the_seed_features():
-    root = ET.fromstring(render(spec_of("win11")))
+def test_seed_win11_renders_the_seed_features(tmp_path):
+    root = ET.fromstring(render(spec_of("win11"), topology=read_topology(**sysfs.hybrid_laptop(tmp_path))))
+    assert [p.get("cpuset") for p in root.findall("cputune/vcpupin")] == ["2", "3", "4", "5", "6", "7"]
     assert root.get("type") == "kvm"
     assert root.find("cpu").get("mode") == "host-passthrough"
     assert root.find("os").get("firmware") == "efi"
@@ -187,3 +205,55 @@ def test_unpinning_and_windows_off_are_differences():
     diffs = dx.differences(linux, windows)
     assert "domain/features/hyperv: not in the spec, would be removed" in diffs
     assert "domain/clock/timer[hypervclock]: not in the spec, would be removed" in diffs
+
+
+def test_computed_pins_reach_the_domain(tmp_path):
+    topology = read_topology(**sysfs.hybrid_laptop(tmp_path))
+    spec = dict(spec_of("win11"), cpu_pinning="auto", iothreads=1)
+    root = ET.fromstring(render(spec, topology=topology))
+    assert [(p.get("vcpu"), p.get("cpuset")) for p in root.findall("cputune/vcpupin")] == [
+        (str(i), str(cpu)) for i, cpu in enumerate(range(2, 8))]
+    assert root.find("cputune/emulatorpin").get("cpuset") == "0-1"
+    assert root.find("cputune/iothreadpin").get("cpuset") == "0-1"
+    assert root.findtext("iothreads") == "1"
+    assert root.find("devices/disk/driver").get("iothread") == "1"
+    assert root.find("cpu/topology").attrib == {"sockets": "1", "dies": "1", "cores": "3", "threads": "2"}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"cpu_pinning": 7}, "guest_spec.cpu_pinning: 7 must be none, auto"),
+    ({"cpu_pinning": "auto", "cpu_pins": {0: "2"}}, "guest_spec.cpu_pinning: give either cpu_pinning"),
+    ({"iothreads": -1}, "guest_spec.iothreads: must be a number from 0 to 16"),
+    ({"hugepages": 4096}, "guest_spec.hugepages: 4096 must be true"),
+    ({"hugepages": True}, "guest_spec.hugepages: virtiofs needs memfd shared memory"),
+    ({"cpu_housekeeping": "zero"}, "guest_spec.cpu_housekeeping: 'zero' is not a host CPU list"),
+])
+def test_tuning_mistakes_are_named(change, message):
+    errors = normalize(dict(spec_of("win11"), **change))[1]
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_hugepages_render_a_page_size():
+    root = ET.fromstring(render(dict(demo("kali"), hugepages=True)))
+    assert root.find("memoryBacking/hugepages/page").attrib == {"size": "2048", "unit": "KiB"}
+
+
+def test_host_errors_name_what_the_host_lacks(tmp_path):
+    two = read_topology(**sysfs.smt_desktop(tmp_path, cores=1))  # 1 core, 2 threads: CPU 0 and 1
+    two["memory"] = {"total_kib": 8 * 1024 * 1024, "available_kib": 0}
+    two["pinned"] = {}
+    seed = dict(spec_of("win11"), cpu_pinning="auto")
+    errors = guest_errors(seed, topology=two)
+    assert errors[0] == ("guest_spec.memory: guest win11 asks for 16G, but the host has 8.0G in total; "
+                         "give it less memory.")
+    assert errors[1].startswith("guest_spec.cpu_pinning: guest win11: 6 vCPUs to pin, but only 0 CPUs are free")
+    assert guest_errors(seed) == []  # without a topology, only the spec is checked
+
+    four = read_topology(**sysfs.smt_desktop(tmp_path / "four", cores=2))  # siblings 0+2, 1+3
+    four.update(memory={"total_kib": 8 * 1024 * 1024}, pinned={})
+    small = dict(seed, memory="2G", vcpus=1, cpu_threads=1)
+    assert guest_errors(small, topology=four) == []
+    four["pinned"] = {"other": [1, 3], "win11": [1]}  # its own old pins do not count
+    assert guest_errors(small, topology=four) == [
+        "guest_spec.cpu_pinning: guest win11: 1 vCPUs to pin, but only 0 CPUs are free outside the housekeeping "
+        "CPUs (0,2) and those of other: none. Pin fewer vCPUs or free CPUs."]
