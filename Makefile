@@ -64,7 +64,7 @@ test: venv lint sanity unit molecule
 lint: venv
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint
-	$(BIN)/ruff check plugins tests molecule
+	$(BIN)/ruff check plugins tests molecule tools
 
 # ansible-test needs the collection under ansible_collections/<namespace>/<name>, outside any
 # git work tree (it lists files with git): copy the tracked and new files there, but not the

@@ -144,7 +144,6 @@ def _firmware(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
                 errors.append("%s.%s: %r is relative; give an absolute path." % (var, key, g[key]))
 
 
-
 def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # Disks: sized volumes in libvirt pools, with their target devices.
     g["disks"] = _items(g, "disks", DISK_DEFAULTS, errors, var)
@@ -188,6 +187,7 @@ def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         cd["bus"] = cd_bus
         cd["dev"] = _dev("sd", sata + i) if cd_bus == "sata" else _dev("hd", i)
 
+
 def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     g["interfaces"] = _items(g, "interfaces", INTERFACE_DEFAULTS, errors, var)
     macs = set()
@@ -214,7 +214,6 @@ def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         elif fs["target"] in targets:
             errors.append("%s.filesystems[%d].target: %r is used twice." % (var, i, fs["target"]))
         targets.add(fs["target"])
-
 
 
 def _pins(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
@@ -331,7 +330,6 @@ def _sizing(g: dict, errors: list, var: str) -> None:
                       % (var, g["shutdown_timeout"]))
     if g["cpu_mode"] == "custom" and not g["cpu_model"]:
         errors.append("%s.cpu_model: cpu_mode custom needs a CPU model such as qemu64 or Skylake-Client." % var)
-
 
 
 def host_errors(g: dict, topology: dict, var: str = "guest_spec") -> list[str]:

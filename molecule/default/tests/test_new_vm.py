@@ -30,7 +30,7 @@ def changed_tasks(stdout: str) -> list[str]:
 
 def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
     name = "n%s" % uuid.uuid4().hex[:6]
-    made = subprocess.run([sys.executable, str(ROOT / "tools/new-vm"), name, str(tmp_path)],
+    made = subprocess.run([sys.executable, str(ROOT / "tools/new_vm.py"), name, str(tmp_path)],
                           capture_output=True, text=True, check=False)
     assert made.returncode == 0, made.stderr
     role = "vm_" + name

@@ -160,7 +160,7 @@ def test_windows_profile(host):
 def cpulist(text: str) -> set[int]:
     cpus: set[int] = set()
     for part in text.strip().split(","):
-        lo, _, hi = part.partition("-")
+        lo, _dash, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
 

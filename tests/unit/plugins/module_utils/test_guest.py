@@ -53,8 +53,8 @@ def render(spec: dict, paths: dict | None = None, topology: dict | None = None) 
         result, errors = compute_pinning(topology, [request], g["cpu_housekeeping"])
         assert errors == []
         pins = result[g["name"]]
-    return env.get_template("domain.xml.j2").render(guest__resolved=g, __guest_volume_paths=paths,
-                                                   __guest_pins=pins)
+    template = env.get_template("domain.xml.j2")
+    return template.render(guest__resolved=g, __guest_volume_paths=paths, __guest_pins=pins)
 
 
 def empty_cdroms(xml: str) -> str:

@@ -207,7 +207,7 @@ def test_absent_keeps_disks_nvram_and_tpm(tmp_path):
     dom = Dom(current)
     result = mod.absent(Module(state="absent"), Conn(dom), dom, "kali")
     assert result["actions"] == ["undefine"]
-    (_, flags), = dom.calls
+    (_call, flags), = dom.calls
     assert flags & KEEP_NVRAM and flags & KEEP_TPM and not flags & (NVRAM | TPM)
     assert disk.read_bytes() == b"data"
 
@@ -219,7 +219,7 @@ def test_purge_deletes_the_disks(tmp_path):
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
     dom = Dom(current)
     result = mod.absent(Module(state="absent", purge=True), Conn(dom), dom, "kali")
-    (_, flags), = dom.calls
+    (_call, flags), = dom.calls
     assert flags & NVRAM and flags & TPM
     assert result["purged"] == [str(disk)] and not disk.exists()
 
