@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
+
+DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
+DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["guest_overrides"]
+
+
+def override(guest: str, **fields) -> dict:
+    """The demo inventory's guest_overrides with `fields` changed for `guest`."""
+    return dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})
+
 
 NET = {"name": "default", "bridge": "virbr0", "forward": "nat", "address": "192.168.122.1", "prefix": 24,
        "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"}}
@@ -37,21 +48,25 @@ CASES = {
     "pool path collision": (
         {"storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
         "storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),
+    # Extra vars replace guest_overrides whole: each case keeps the demo inventory's.
     "guest memory not a size": (
-        {"guest_overrides": {"kali": {"memory": "lots"}}},
+        {"guest_overrides": override("kali", memory="lots")},
         "guest_spec.memory: not a size: 'lots'"),
     "secure boot without q35": (
-        {"guest_overrides": {"arch": {"machine": "pc"}}},
+        {"guest_overrides": override("arch", machine="pc")},
         "guest_spec.machine: Secure Boot needs the q35 machine (for SMM), got 'pc'"),
     "nvram on a BIOS guest": (
-        {"guest_overrides": {"kali": {"nvram": "/mnt/vm/kali_VARS.fd"}}},
+        {"guest_overrides": override("kali", nvram="/mnt/vm/kali_VARS.fd")},
         "guest_spec.nvram: needs firmware uefi; this guest has firmware bios"),
     "misspelt guest field": (
-        {"guest_overrides": {"win11": {"cpu_pin": {0: "1"}}}},
+        {"guest_overrides": override("win11", cpu_pin={0: "1"})},
         "guest_spec.cpu_pin: unknown field"),
     "pin beyond the guest's vCPUs": (
-        {"guest_overrides": {"kali": {"cpu_pins": {"5": "1"}}}},
+        {"guest_overrides": override("kali", cpu_pins={"5": "1"})},
         "guest_spec.cpu_pins: '5': '1' is not a vCPU (0-1)"),
+    "more vCPUs pinned than the host has free": (
+        {"guest_overrides": override("win11", vcpus=4, cpu_threads=2)},
+        "guest_spec.cpu_pinning: guest win11: 4 vCPUs to pin, but only"),
 }
 
 

@@ -205,3 +205,17 @@ def test_check_mode_predicts_a_new_guest_and_changes_nothing(host, guest, name):
     assert "<name>%s</name>" % name in check.stdout, check
     assert host.run(V + "dominfo " + name).rc != 0
     assert not host.file("/mnt/vm/%s.qcow2" % name).exists
+
+
+def test_hugepages_guest_starts_only_with_enough_free_pages(host, guest, name):
+    free = int(host.file("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").content_string)
+    # More 2 MiB pages than the host has free: the start is refused, naming the numbers.
+    memory_mib = max(256, (free + 64) * 2)
+    run = guest(dict(KVM_BIOS, name=name, memory="%dM" % memory_mib, hugepages=True))
+    assert run.rc != 0, run
+    out = run.stdout + run.stderr
+    assert "guest %s needs %d huge pages of 2048 KiB to start, and the host has %d free" % (
+        name, memory_mib // 2, free) in out, run
+    assert host.check_output(V + "domstate " + name) == "shut off"
+    dom = ET.fromstring(host.check_output(V + "dumpxml --inactive " + name))
+    assert dom.find("memoryBacking/hugepages/page").get("size") == "2048"
