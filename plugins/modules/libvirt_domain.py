@@ -312,9 +312,8 @@ def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
                         "and run again to insert it." % (name, path, target.get("dev") if target is not None else "?"))
 
 
-def check_hugepages(module, name: str, xml: str) -> None:
+def check_hugepages(module, name: str, root: ET.Element) -> None:
     """A guest backed by huge pages starts only if the host has enough free ones."""
-    root = ET.fromstring(xml)
     page = root.find("memoryBacking/hugepages/page")
     if root.find("memoryBacking/hugepages") is None:
         return
@@ -420,6 +419,8 @@ def present(module, conn, dom, name: str) -> dict:
                          % (name, root.findtext("name")))
     empty_missing_cdroms(module, name, root)
     result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
+    if module.params["state"] == "running" and not (dom is not None and dom.isActive()):
+        check_hugepages(module, name, root)  # before any change
     dom = define(module, conn, dom, root, result)
     lifecycle(module, dom, name, result)
     result["changed"] = bool(result["actions"])
@@ -518,7 +519,6 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
             active = False if module.check_mode else bool(dom.isActive())
             result["restart_required"] = False
         if not active:
-            check_hugepages(module, name, dom.XMLDesc(0) if dom is not None else module.params["xml"])
             actions.append("start")
             if not module.check_mode:
                 try:

@@ -216,6 +216,10 @@ def test_hugepages_guest_starts_only_with_enough_free_pages(host, guest, name):
     out = run.stdout + run.stderr
     assert "guest %s needs %d huge pages of 2048 KiB to start, and the host has %d free" % (
         name, memory_mib // 2, free) in out, run
-    assert host.check_output(V + "domstate " + name) == "shut off"
+    assert run.changed == 0, run
+    assert host.run(V + "dominfo " + name).rc != 0, "refused before the definition"
+    # Defined without starting, it is accepted and backed by 2 MiB pages.
+    shut = guest(dict(KVM_BIOS, name=name, memory="%dM" % memory_mib, hugepages=True, state="shutdown"))
+    assert shut.rc == 0, shut
     dom = ET.fromstring(host.check_output(V + "dumpxml --inactive " + name))
     assert dom.find("memoryBacking/hugepages/page").get("size") == "2048"

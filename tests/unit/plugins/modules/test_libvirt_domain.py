@@ -242,3 +242,18 @@ def test_preflight_names_the_missing_firmware_package(monkeypatch):
                                      r"install ovmf"):
         mod.present(Module(name="arch", xml=desired), conn, None, "arch")
     assert conn.calls == []
+
+
+def test_hugepages_are_checked_before_any_change():
+    def huge(root):
+        root.find("memory").text = str(2**40)  # 1 PiB in KiB: no host has those pages free
+        backing = ET.SubElement(root, "memoryBacking")
+        ET.SubElement(ET.SubElement(backing, "hugepages"), "page", size="2048", unit="KiB")
+
+    desired = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text(), huge)
+    conn = Conn()
+    with pytest.raises(Failed, match=r"needs 536870912 huge pages of 2048 KiB to start"):
+        mod.present(Module(xml=desired), conn, None, "kali")
+    assert conn.calls == []
+    result = mod.present(Module(xml=desired, state="shutdown"), conn, None, "kali")
+    assert result["actions"] == ["define"]
