@@ -14,8 +14,8 @@ drift. The rules:
 - what libvirt's XML has beyond that is ignored, except children of the kinds the spec owns
   (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs and hostdevs under
   <devices>; the pins under <cputune>; the boot order under <os>; Hyper-V enlightenments and SMM
-  under <features>; timers under <clock>): one the spec no longer lists is a difference, and
-  `merge` removes it;
+  under <features>; timers under <clock>; <memoryBacking> and <iothreads>; a disk driver's
+  iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
 - an empty desired element (such as a <cputune/> without pins) that libvirt dropped is not a
   difference;
 - `merge` builds the XML to define from libvirt's, applying the desired parts, so that uuid,
@@ -55,7 +55,13 @@ OWNED = {
     "features": ("hyperv", "smm"),
     "hyperv": "*",
     "clock": ("timer",),
+    # Top level: the spec's memory backing (virtiofs, huge pages) and I/O threads.
+    "domain": ("memoryBacking", "iothreads"),
+    "memoryBacking": "*",
 }
+# Attributes the spec owns: one libvirt's XML has and the spec dropped is a difference, and
+# `merge` removes it (a disk's iothread outlives no <iothreads>).
+OWNED_ATTRIBUTES = {"driver": ("iothread",)}
 
 
 # Elements whose kind is set by an attribute: when it changes, libvirt's additions for the old kind
@@ -124,6 +130,9 @@ def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]
         have = current.get(attr)
         if not _same(desired.tag, attr, have, value):
             out.append("%s@%s: %r -> %r" % (path, attr, have, value))
+    for attr in OWNED_ATTRIBUTES.get(desired.tag, ()):
+        if current.get(attr) is not None and desired.get(attr) is None:
+            out.append("%s@%s: %r -> None" % (path, attr, current.get(attr)))
     if (desired.text or "").strip() and (desired.text or "").strip() != (current.text or "").strip():
         out.append("%s: %r -> %r" % (path, (current.text or "").strip(), desired.text.strip()))
     taken: set[int] = set()
@@ -149,12 +158,20 @@ def differences(desired_xml: str, current_xml: str) -> list[str]:
     return out
 
 
-def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
-    result = copy.copy(current)  # shallow: children are rebuilt below
-    result.attrib = dict(current.attrib)
+def _merged_attributes(desired: ET.Element, current: ET.Element) -> dict:
+    attrib = dict(current.attrib)
     for attr, value in desired.attrib.items():
         if not _same(desired.tag, attr, current.get(attr), value):
-            result.set(attr, value)
+            attrib[attr] = value
+    for attr in OWNED_ATTRIBUTES.get(desired.tag, ()):
+        if desired.get(attr) is None:
+            attrib.pop(attr, None)
+    return attrib
+
+
+def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
+    result = copy.copy(current)  # shallow: children are rebuilt below
+    result.attrib = _merged_attributes(desired, current)
     if (desired.text or "").strip():
         result.text = desired.text.strip()
     children = list(current)

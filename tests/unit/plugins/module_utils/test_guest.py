@@ -257,3 +257,20 @@ def test_host_errors_name_what_the_host_lacks(tmp_path):
     assert guest_errors(small, topology=four) == [
         "guest_spec.cpu_pinning: guest win11: 1 vCPUs to pin, but only 0 CPUs are free outside the housekeeping "
         "CPUs (0,2) and those of other: none. Pin fewer vCPUs or free CPUs."]
+
+
+def test_dropping_virtiofs_hugepages_and_iothreads_is_a_difference(tmp_path):
+    topology = read_topology(**sysfs.hybrid_laptop(tmp_path))
+    tuned = render(dict(spec_of("win11"), iothreads=1), topology=topology)
+    current = dx.merge(tuned, (FIXTURES / "site-win11-libvirt9.xml").read_text())
+    assert dx.differences(tuned, current) == []
+    plain = render(dict(spec_of("win11"), iothreads=0, filesystems=[], cpu_pinning="none"), topology=topology)
+    diffs = dx.differences(plain, current)
+    assert "domain/memoryBacking: not in the spec, would be removed" in diffs
+    assert "domain/iothreads: not in the spec, would be removed" in diffs
+    assert "domain/devices/disk[vda]/driver@iothread: '1' -> None" in diffs
+    merged = dx.merge(plain, current)
+    assert dx.differences(plain, merged) == []
+    root = ET.fromstring(merged)
+    assert root.find("memoryBacking") is None and root.find("iothreads") is None
+    assert root.find("devices/disk/driver").get("iothread") is None
