@@ -30,6 +30,8 @@ description:
     a UEFI guest with or without Secure Boot and enrolled keys, KVM, the TPM backend, virtiofs
     and virtiofsd.
   - A cdrom whose ISO file is missing is attached empty, with a warning, instead of failing.
+  - A guest backed by huge pages that is to run is refused, before it is defined, when the host
+    has too few free pages of that size.
   - A new guest whose XML has no C(<uuid>) gets a deterministic one (a UUID5 of its name), so a
     guest undefined with O(state=absent) and defined again finds its libvirt-managed TPM state,
     which libvirt files by uuid, and its NVRAM again. An existing guest keeps its uuid.
@@ -187,6 +189,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
     is_no_such,
     libvirt,
 )
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import hugepage_errors, read_topology
 
 UUID_NAMESPACE = uuid.UUID("5b0c7a3e-4f1d-4b8e-9a52-6b7e1f0c2d11")  # kvmlab guests: uuid5(this, name)
 FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
@@ -314,21 +317,14 @@ def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
 
 def check_hugepages(module, name: str, root: ET.Element) -> None:
     """A guest backed by huge pages starts only if the host has enough free ones."""
-    page = root.find("memoryBacking/hugepages/page")
     if root.find("memoryBacking/hugepages") is None:
         return
+    page = root.find("memoryBacking/hugepages/page")
     size = int(page.get("size", "2048")) if page is not None else 2048
-    memory_kib = int(root.findtext("memory") or 0)
-    need = -(-memory_kib // size)
-    try:
-        with open("/sys/kernel/mm/hugepages/hugepages-%dkB/free_hugepages" % size, encoding="utf-8") as handle:
-            free = int(handle.read().strip() or 0)
-    except (OSError, ValueError):
-        free = 0
-    if free < need:
-        module.fail_json(msg="guest %s needs %d huge pages of %d KiB to start, and the host has %d free. Reserve "
-                             "them (sysctl vm.nr_hugepages, or hugepages= on the kernel command line) or set "
-                             "hugepages: false." % (name, need, size, free))
+    guest = {"name": name, "memory_mib": int(root.findtext("memory") or 0) // 1024, "hugepages": size}
+    errors = hugepage_errors(read_topology(), [guest])
+    if errors:
+        module.fail_json(msg="guest %s cannot start: %s" % (name, errors[0]))
 
 
 def stop(module, dom, name: str, actions: list) -> None:

@@ -214,8 +214,8 @@ def test_hugepages_guest_starts_only_with_enough_free_pages(host, guest, name):
     run = guest(dict(KVM_BIOS, name=name, memory="%dM" % memory_mib, hugepages=True))
     assert run.rc != 0, run
     out = run.stdout + run.stderr
-    assert "guest %s needs %d huge pages of 2048 KiB to start, and the host has %d free" % (
-        name, memory_mib // 2, free) in out, run
+    assert "guest %s cannot start: hugepages: %s %d need %d pages of 2048 KiB, but the host has %d free" % (
+        name, name, memory_mib // 2, memory_mib // 2, free) in out, run
     assert run.changed == 0, run
     assert host.run(V + "dominfo " + name).rc != 0, "refused before the definition"
     # Defined without starting, it is accepted and backed by 2 MiB pages.
