@@ -50,7 +50,8 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import host_errors, normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 
 
 def guest_spec(spec, var="guest_spec"):
@@ -61,10 +62,10 @@ def guest_spec(spec, var="guest_spec"):
 
 
 def guest_errors(spec, var="guest_spec", topology=None):
-    normalized, errors = normalize(spec, var)
+    errors = normalize(spec, var)[1]
     if errors or not topology:
         return errors
-    return host_errors(normalized, topology, var)
+    return resolve([spec], {"topology": topology, "single": True})[1]
 
 
 class FilterModule:

@@ -36,13 +36,10 @@ _value:
   elements: str
 """
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import network_errors as _network_errors
 
 
 def network_errors(networks):
-    if not isinstance(networks, list) or not all(isinstance(n, dict) for n in networks):
-        raise AnsibleFilterError("network_errors expects a list of network dicts, got %r" % (networks,))
     return _network_errors(networks)
 
 

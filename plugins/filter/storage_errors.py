@@ -40,15 +40,14 @@ _value:
   elements: str
 """
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import pool_errors, volume_errors
 
 
 def storage_errors(pools, volumes=None):
+    errors = pool_errors(pools)
     if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
-        raise AnsibleFilterError("storage_errors expects a list of pool dicts, got %r" % (pools,))
-    volumes = volumes or []
-    return pool_errors(pools) + volume_errors(volumes, pools)
+        return errors  # volumes name pools: check them against a list of pools
+    return errors + volume_errors(volumes or [], pools)
 
 
 class FilterModule:

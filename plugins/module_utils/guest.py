@@ -5,7 +5,8 @@
 `normalize(spec)` returns the spec with every default filled in and derived values computed
 (memory in KiB, disk target devices, deterministic MACs, cdrom bus), plus the list of mistakes,
 each naming its field and the fix. The role `kvmlab.hypervisor.guest` runs it on the controller
-(filter `guest_spec`) before any change and renders `templates/domain.xml.j2` from the result.
+(filters `guest_spec`, `guest_site`) before any change; module_utils/site.py checks the guests
+against each other and module_utils/domain_build.py builds the domain XML from the result.
 
 DEFAULTS mirrors `roles/guest/meta/argument_specs.yml`; a unit test keeps the two in sync.
 """
@@ -13,14 +14,11 @@ DEFAULTS mirrors `roles/guest/meta/argument_specs.yml`; a unit test keeps the tw
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import (
-    compute_pinning,
-    format_cpulist,
-    parse_cpulist,
-)
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size, path_error, text_errors
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import format_cpulist, parse_cpulist
 
 DEFAULTS = {
     "name": None,
@@ -44,6 +42,7 @@ DEFAULTS = {
     "interfaces": [{"network": "default"}],
     "graphics": "spice",
     "graphics_listen": "127.0.0.1",
+    "graphics_public": False,
     "video": "virtio",
     "filesystems": [],
     "windows": False,
@@ -62,11 +61,40 @@ DEFAULTS = {
     "allow_restart": False,
     "purge": False,
     "reset_nvram": False,
+    "allow_foreign_paths": False,
 }
 DISK_DEFAULTS = {"name": None, "pool": "vm", "size": None, "format": "qcow2", "bus": "virtio",
                  "backing_file": None, "backing_format": "qcow2", "allow_grow": False}
 INTERFACE_DEFAULTS = {"network": "default", "mac": None, "model": "virtio", "boot_rom": True}
-FILESYSTEM_DEFAULTS = {"source": None, "target": None}
+FILESYSTEM_DEFAULTS = {"source": None, "target": None, "allow_system_dir": False}
+CDROM_DEFAULTS = {"path": None}
+# The type each field must have; bool is not an int here. A wrong type is reported, naming the
+# field, and the field falls back to its default so the other checks can go on.
+TYPES = {
+    "name": str, "memory": (str, int), "vcpus": int, "machine": str, "virt_type": str, "cpu_mode": str,
+    "cpu_model": str, "cpu_threads": int, "firmware": str, "secure_boot": bool, "enrolled_keys": bool,
+    "nvram": str, "tpm": str, "tpm_model": str, "tpm_socket": str, "tpm_state_dir": str, "disks": list,
+    "cdroms": list, "interfaces": list, "graphics": str, "graphics_listen": str, "graphics_public": bool,
+    "video": str, "filesystems": list, "windows": bool, "cpu_pinning": (str, int), "cpu_pins": dict,
+    "emulator_pins": (str, int), "cpu_housekeeping": (str, int), "numa_strict": bool, "iothreads": int,
+    "hugepages": (bool, int), "boot": list, "autostart": bool, "state": str, "shutdown_timeout": int,
+    "force_stop": bool, "allow_restart": bool, "purge": bool, "reset_nvram": bool,
+    "allow_foreign_paths": bool,
+    # list items
+    "disks.name": str, "disks.pool": str, "disks.size": (str, int), "disks.format": str, "disks.bus": str,
+    "disks.backing_file": str, "disks.backing_format": str, "disks.allow_grow": bool,
+    "interfaces.network": str, "interfaces.mac": str, "interfaces.model": str, "interfaces.boot_rom": bool,
+    "filesystems.source": str, "filesystems.target": str, "filesystems.allow_system_dir": bool,
+    "cdroms.path": str,
+}
+TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", dict: "a mapping"}
+# Names libvirt and QEMU take as identifiers (machine types, CPU models, networks, pools).
+IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
+# Host directories a virtiofs share may neither be nor lie in (nor contain: "/" and "/var" hold
+# some of them). A share gives the guest write access to the directory as root would have it.
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run", "/sbin",
+               "/sys", "/usr", "/var/lib/libvirt", "/var/log")
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 CHOICES = {
     "virt_type": ("kvm", "qemu"),
     "cpu_mode": ("host-passthrough", "host-model", "maximum", "custom"),
@@ -77,10 +105,28 @@ CHOICES = {
     "video": ("virtio", "qxl", "vga", "bochs", "none"),
     "state": ("running", "shutdown", "absent"),
 }
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-BOOL_FIELDS = ("secure_boot", "windows", "autostart", "force_stop", "allow_restart", "purge", "reset_nvram",
-               "numa_strict")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # used with fullmatch: no trailing newline
+MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+
+
+def _type_error(value, types, label: str) -> str | None:
+    types = types if isinstance(types, tuple) else (types,)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if ok:
+        return None
+    return "%s: must be %s, got %r." % (label, " or ".join(TYPE_NAMES[t] for t in types), value)
+
+
+def _typed(g: dict, defaults: dict, errors: list, label: str, prefix: str = "") -> None:
+    """Report fields of the wrong type and put their defaults back."""
+    for key, default in defaults.items():
+        types = TYPES.get(prefix + key)
+        if types is None or g.get(key) is None:
+            continue
+        error = _type_error(g[key], types, "%s.%s" % (label, key))
+        if error:
+            errors.append(error)
+            g[key] = default
 
 
 def guest_mac(name: str, index: int = 0) -> str:
@@ -112,12 +158,12 @@ def _items(spec: dict, field: str, defaults: dict, errors: list, var: str) -> li
         if not isinstance(item, dict):
             errors.append("%s.%s[%d]: must be a mapping, got %r." % (var, field, i, item))
             continue
-        known = set(defaults) | ({"path"} if field == "cdroms" else set())
-        for key in sorted(set(item) - known):
+        for key in sorted(set(item) - set(defaults), key=str):
             errors.append("%s.%s[%d].%s: unknown field; known fields are %s."
-                          % (var, field, i, key, ", ".join(sorted(known))))
+                          % (var, field, i, key, ", ".join(sorted(defaults))))
         merged = dict(defaults)
-        merged.update({k: v for k, v in item.items() if v is not None})
+        merged.update({k: v for k, v in item.items() if v is not None and k in defaults})
+        _typed(merged, defaults, errors, "%s.%s[%d]" % (var, field, i), field + ".")
         out.append(merged)
     return out
 
@@ -134,14 +180,29 @@ def _firmware(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         errors.append("%s.machine: Secure Boot needs the q35 machine (for SMM), got %r." % (var, g["machine"]))
     if g["enrolled_keys"] and not g["secure_boot"]:
         errors.append("%s.enrolled_keys: enrolled keys only make sense with secure_boot: true." % var)
-    if g["nvram"] is not None and not str(g["nvram"]).startswith("/"):
-        errors.append("%s.nvram: %r is relative; give an absolute path such as /mnt/vm/%s_VARS.fd."
-                      % (var, g["nvram"], name))
+    if g["nvram"] is not None:
+        _path(g["nvram"], "%s.nvram" % var, errors, "/mnt/vm/%s_VARS.fd" % name)
     g["q35"] = str(g["machine"]).startswith(("q35", "pc-q35"))
     if g["tpm"] == "external":
-        for key in ("tpm_socket", "tpm_state_dir"):
-            if not str(g[key]).startswith("/"):
-                errors.append("%s.%s: %r is relative; give an absolute path." % (var, key, g[key]))
+        _path(g["tpm_socket"], "%s.tpm_socket" % var, errors, "/mnt/vm/%s-swtpm.sock" % name)
+        _path(g["tpm_state_dir"], "%s.tpm_state_dir" % var, errors, "/mnt/vm/tpm/%s" % name)
+        if len(str(g["tpm_socket"]).encode("utf-8")) > UNIX_PATH_MAX:
+            errors.append("%s.tpm_socket: %r is longer than the %d bytes a Unix socket path may have."
+                          % (var, g["tpm_socket"], UNIX_PATH_MAX))
+        if "," in str(g["tpm_state_dir"]):
+            errors.append("%s.tpm_state_dir: %r holds ',', which swtpm's --tpmstate option cannot carry; "
+                          "choose a directory without ','." % (var, g["tpm_state_dir"]))
+
+
+def _path(value, label: str, errors: list, example: str = "") -> None:
+    error = path_error(value, label, example)
+    if error:
+        errors.append(error)
+
+
+def _ident(value, label: str, errors: list, what: str) -> None:
+    if not isinstance(value, str) or not IDENT_RE.fullmatch(value):
+        errors.append("%s: %r is not a %s; use letters, digits, '.', '_', '+', ':' or '-'." % (label, value, what))
 
 
 def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
@@ -151,8 +212,12 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     seen = set()
     for i, disk in enumerate(g["disks"]):
         label = "%s.disks[%d]" % (var, i)
-        if not disk["name"] or "/" in str(disk["name"]):
-            errors.append("%s.name: give the volume's file name in its pool, such as %s.qcow2." % (label, name))
+        if not disk["name"] or "/" in str(disk["name"]) or disk["name"] in (".", ".."):
+            errors.append("%s.name: %r is not a file name; give the volume's file name in its pool, such as "
+                          "%s.qcow2." % (label, disk["name"], name))
+        _ident(disk["pool"], label + ".pool", errors, "pool name")
+        if disk["backing_file"] is not None:
+            _path(disk["backing_file"], label + ".backing_file", errors, "/mnt/vm/base.qcow2")
         if (disk["pool"], disk["name"]) in seen:
             errors.append("%s: %s/%s is listed twice." % (label, disk["pool"], disk["name"]))
         seen.add((disk["pool"], disk["name"]))
@@ -179,11 +244,9 @@ def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # ISO images as cdroms: SATA on q35 (it has no IDE), IDE on i440fx, after the SATA disks.
     sata = sum(1 for d in g["disks"] if d["bus"] == "sata")
     cd_bus = "sata" if g["q35"] else "ide"
-    g["cdroms"] = _items(g, "cdroms", {"path": None}, errors, var)
+    g["cdroms"] = _items(g, "cdroms", CDROM_DEFAULTS, errors, var)
     for i, cd in enumerate(g["cdroms"]):
-        if not str(cd["path"] or "").startswith("/"):
-            errors.append("%s.cdroms[%d]: %r is not an absolute path to an ISO image such as /mnt/vm/iso/%s.iso."
-                          % (var, i, cd["path"], name))
+        _path(cd["path"], "%s.cdroms[%d]" % (var, i), errors, "/mnt/vm/iso/%s.iso" % name)
         cd["bus"] = cd_bus
         cd["dev"] = _dev("sd", sata + i) if cd_bus == "sata" else _dev("hd", i)
 
@@ -193,9 +256,13 @@ def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     macs = set()
     for i, nic in enumerate(g["interfaces"]):
         nic["mac"] = str(nic["mac"] or guest_mac(name, i)).lower()
-        if not MAC_RE.match(nic["mac"]):
+        if not MAC_RE.fullmatch(nic["mac"]):
             errors.append("%s.interfaces[%d].mac: %r is not a MAC address such as 52:54:00:12:34:56."
                           % (var, i, nic["mac"]))
+        elif int(nic["mac"][:2], 16) & 1:
+            errors.append("%s.interfaces[%d].mac: %s is a multicast address; a NIC needs a unicast one (an even "
+                          "first byte), such as 52:54:00:12:34:56." % (var, i, nic["mac"]))
+        _ident(nic["network"], "%s.interfaces[%d].network" % (var, i), errors, "libvirt network name")
         if nic["mac"] in macs:
             errors.append("%s.interfaces[%d].mac: %s is used twice." % (var, i, nic["mac"]))
         macs.add(nic["mac"])
@@ -206,8 +273,17 @@ def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     g["filesystems"] = _items(g, "filesystems", FILESYSTEM_DEFAULTS, errors, var)
     targets = set()
     for i, fs in enumerate(g["filesystems"]):
-        if not str(fs["source"] or "").startswith("/"):
-            errors.append("%s.filesystems[%d].source: %r is not an absolute host directory." % (var, i, fs["source"]))
+        label = "%s.filesystems[%d]" % (var, i)
+        _path(fs["source"], label + ".source", errors, "/mnt/vm/share")
+        source = str(fs["source"])
+        system = [d for d in SYSTEM_DIRS
+                  if source == d or source.startswith(d + "/") or d.startswith(source.rstrip("/") + "/")]
+        if system and not fs["allow_system_dir"]:
+            errors.append("%s.source: %s %s the system directory %s; a guest would get write access to it. Share "
+                          "a directory of its own (such as /mnt/vm/share), or set allow_system_dir: true."
+                          % (label, source, "is" if source == system[0] else "holds or lies in", system[0]))
+        if fs["target"] and len(str(fs["target"]).encode("utf-8")) > 36:
+            errors.append("%s.target: %r is longer than the 36 bytes of a virtiofs mount tag." % (label, fs["target"]))
         if not fs["target"]:
             errors.append("%s.filesystems[%d].target: missing; give the mount tag the guest mounts, such as "
                           "share." % (var, i))
@@ -285,27 +361,45 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
     for key in sorted(set(spec) - set(DEFAULTS)):
         errors.append("%s.%s: unknown field; see `ansible-doc -t role kvmlab.hypervisor.guest` for the fields."
                       % (var, key))
+    errors += text_errors({k: v for k, v in spec.items() if k in DEFAULTS}, var)
     g = dict(DEFAULTS)
     g.update({k: v for k, v in spec.items() if v is not None and k in DEFAULTS})
+    _typed(g, DEFAULTS, errors, var)
     name = g["name"]
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         errors.append("%s.name: %r is not a usable guest name; use letters, digits, '.', '_' or '-' "
                       "(at most 63 characters, starting with a letter or digit)." % (var, name))
         name = str(name)
     for key, choices in CHOICES.items():
         if g[key] not in choices:
             errors.append("%s.%s: %r is not one of %s." % (var, key, g[key], ", ".join(choices)))
-    for key in BOOL_FIELDS:
-        if not isinstance(g[key], bool):
-            errors.append("%s.%s: must be true or false, got %r." % (var, key, g[key]))
+    _ident(g["machine"], var + ".machine", errors, "machine type")
+    if g["cpu_model"] is not None:
+        _ident(g["cpu_model"], var + ".cpu_model", errors, "CPU model")
+    _graphics(g, errors, var)
     _sizing(g, errors, var)
     for check in (_firmware, _disks, _cdroms, _interfaces, _pins, _tuning):
         check(g, spec, name, errors, var)
     if g["boot"] is None:
         g["boot"] = ["hd", "cdrom"] if g["cdroms"] else ["hd"]
-    elif not isinstance(g["boot"], list) or not set(g["boot"]) <= {"hd", "cdrom", "network"}:
+    elif not all(isinstance(dev, str) for dev in g["boot"]) or not set(g["boot"]) <= {"hd", "cdrom", "network"}:
         errors.append("%s.boot: %r must be a list of hd, cdrom, network." % (var, g["boot"]))
     return g, errors
+
+
+def _graphics(g: dict, errors: list, var: str) -> None:
+    """The console listens on an IP address; anything but loopback is an explicit choice."""
+    if g["graphics"] == "none":
+        return
+    try:
+        address = ipaddress.ip_address(g["graphics_listen"])
+    except ValueError:
+        errors.append("%s.graphics_listen: %r is not an IP address; give one such as 127.0.0.1 (this host only)."
+                      % (var, g["graphics_listen"]))
+        return
+    if not address.is_loopback and not g["graphics_public"]:
+        errors.append("%s.graphics_listen: %s puts the %s console, which has no password, on the network; keep "
+                      "127.0.0.1 and tunnel through SSH, or set graphics_public: true." % (var, address, g["graphics"]))
 
 
 def _sizing(g: dict, errors: list, var: str) -> None:
@@ -325,26 +419,8 @@ def _sizing(g: dict, errors: list, var: str) -> None:
                       % (var, threads, g["vcpus"]))
         threads = 1
     g["cpu_threads"], g["cpu_cores"] = threads, g["vcpus"] // threads
-    if not isinstance(g["shutdown_timeout"], int) or g["shutdown_timeout"] < 0:
+    if g["shutdown_timeout"] < 0:
         errors.append("%s.shutdown_timeout: must be a number of seconds (0 or more), got %r."
                       % (var, g["shutdown_timeout"]))
     if g["cpu_mode"] == "custom" and not g["cpu_model"]:
         errors.append("%s.cpu_model: cpu_mode custom needs a CPU model such as qemu64 or Skylake-Client." % var)
-
-
-def host_errors(g: dict, topology: dict, var: str = "guest_spec") -> list[str]:
-    """What a normalised spec asks for that this host (its kvmlab.hypervisor.cpu_topology facts)
-    cannot give: more memory than it has, or pins that do not fit its CPUs."""
-    errors = []
-    total = (topology.get("memory") or {}).get("total_kib") or 0
-    if total and g["memory_kib"] > total:
-        errors.append("%s.memory: guest %s asks for %s, but the host has %.1fG in total; give it less memory."
-                      % (var, g["name"], g["memory"], total / 1024 / 1024))
-    if g["pinned"]:
-        request = {"name": g["name"], "vcpus": g["vcpus"], "cpu_pinning": g["cpu_pinning"], "cpu_pins": g["cpu_pins"]}
-        topo = dict(topology, nodes={int(k): v for k, v in topology.get("nodes", {}).items()})
-        taken = {cpu: guest for guest, cpus in (topology.get("pinned") or {}).items() if guest != g["name"]
-                 for cpu in cpus}
-        pin_errors = compute_pinning(topo, [request], g["cpu_housekeeping"], g["numa_strict"], taken)[1]
-        errors.extend("%s.cpu_pinning: %s" % (var, e) for e in pin_errors)
-    return errors

@@ -15,6 +15,44 @@ import re
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 BRIDGE_MAX = 15  # IFNAMSIZ - 1
+# Characters no spec string may hold: C0 and C1 controls, DEL, the Unicode line and paragraph
+# separators, lone surrogates and the non-characters XML 1.0 cannot carry. A newline in a path
+# would add a line to a systemd unit; most of these cannot appear in XML even escaped.
+CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def text_errors(value, label: str) -> list[str]:
+    """Every string in `value` (a spec: mappings, lists, scalars; keys too) that holds a control
+    character, named by its path under `label`."""
+    errors: list[str] = []
+    if isinstance(value, str):
+        bad = CONTROL_RE.search(value)
+        if bad:
+            errors.append("%s: %r holds the control character %r; control characters are refused in "
+                          "every field (they could change the XML or systemd units written from it)."
+                          % (label, value, bad.group()))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            errors += text_errors(key, "%s (a key)" % label)
+            errors += text_errors(item, "%s.%s" % (label, key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            errors += text_errors(item, "%s[%d]" % (label, i))
+    return errors
+
+
+def path_error(value, label: str, example: str = "") -> str | None:
+    """Why `value` is not an absolute, normalised path, or None. Normalised: no '.', '..', '//'
+    or trailing '/', so two spellings of one file cannot pass as two files."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        hint = "; give one such as %s" % example if example else ""
+        return "%s: %r is not an absolute path%s." % (label, value, hint)
+    norm = posixpath.normpath(value)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm != value:
+        return "%s: %r is not normalised; write it as %s." % (label, value, norm)
+    return None
 
 
 def parse_size(value) -> int:
@@ -40,7 +78,9 @@ def _label(items: list[dict], index: int, key: str = "name") -> str:
 
 
 def pool_errors(pools: list[dict], var: str = "storage_pools") -> list[str]:
-    errors = []
+    errors = _shape_errors(pools, var) or text_errors(pools, var)
+    if errors:
+        return errors
     seen_names: dict[str, int] = {}
     seen_paths: dict[str, str] = {}
     for i, pool in enumerate(pools):
@@ -71,7 +111,9 @@ def pool_errors(pools: list[dict], var: str = "storage_pools") -> list[str]:
 
 
 def volume_errors(volumes: list[dict], pools: list[dict], var: str = "storage_volumes") -> list[str]:
-    errors = []
+    errors = _shape_errors(volumes, var) or text_errors(volumes, var)
+    if errors:
+        return errors
     pool_names = {p.get("name") for p in pools}
     seen: set[tuple] = set()
     for i, vol in enumerate(volumes):
@@ -154,6 +196,8 @@ def _dhcp_errors(dhcp: dict, label: str, subnet, reserved: set) -> list[str]:
 def _bridge_errors(bridge: str, label: str, name: str, bridges: dict) -> list[str]:
     if not bridge:
         return ["%s.bridge is missing: name the bridge device, e.g. virbr0." % label]
+    if not isinstance(bridge, str) or not re.match(r"^[A-Za-z0-9_.-]+\Z", bridge):
+        return ["%s.bridge: %r is not a device name; use letters, digits, '.', '_' or '-'." % (label, bridge)]
     if len(bridge) > BRIDGE_MAX:
         return ["%s.bridge: %r is %d characters; Linux allows at most %d. Use a shorter name."
                 % (label, bridge, len(bridge), BRIDGE_MAX)]
@@ -163,14 +207,40 @@ def _bridge_errors(bridge: str, label: str, name: str, bridges: dict) -> list[st
     return []
 
 
+def _shape_errors(items, var: str, lists: tuple = ()) -> list[str]:
+    """`items` must be a list of mappings, and each field in `lists` a list of mappings too."""
+    if not isinstance(items, list):
+        return ["%s: must be a list of mappings, got %r." % (var, items)]
+    errors = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append("%s[%d]: must be a mapping, got %r." % (var, i, item))
+            continue
+        for field in lists:
+            value = item.get(field)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+                errors.append("%s[%s].%s: must be a list of mappings, got %r." % (var, _label(items, i), field, value))
+    return errors
+
+
 def network_errors(networks: list[dict], var: str = "network_networks") -> list[str]:
-    errors: list[str] = []
+    errors: list[str] = _shape_errors(networks, var, ("hosts",)) or text_errors(networks, var)
+    if errors:
+        return errors
     bridges: dict[str, str] = {}
     macs: dict[str, str] = {}
+    names: set = set()
+    subnets: dict = {}
     for i, net in enumerate(networks):
         label = "%s[%s]" % (var, _label(networks, i))
         if not net.get("name"):
             errors.append("%s.name is missing: every network needs a name." % label)
+        elif net["name"] in names:
+            errors.append("%s.name: network %r is defined twice; give each network its own name."
+                          % (label, net["name"]))
+        elif not isinstance(net["name"], str) or "/" in net["name"]:
+            errors.append("%s.name: %r must be a name without '/'." % (label, net["name"]))
+        names.add(net.get("name"))
         if net.get("state", "present") == "absent":
             continue
         errors += _bridge_errors(net.get("bridge") or "", label, net.get("name"), bridges)
@@ -182,6 +252,11 @@ def network_errors(networks: list[dict], var: str = "network_networks") -> list[
             continue
         if gateway is None:
             continue
+        for other, other_net in subnets.items():
+            if subnet.overlaps(other_net):
+                errors.append("%s: %s overlaps %s of network %r; give each network its own subnet."
+                              % (label, subnet, other_net, other))
+        subnets[net.get("name")] = subnet
         if gateway in (subnet.network_address, subnet.broadcast_address):
             errors.append("%s.address: %s is the network's own %s address; use a host address such as %s."
                           % (label, gateway, "network" if gateway == subnet.network_address else "broadcast",

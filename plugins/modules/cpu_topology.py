@@ -59,7 +59,10 @@ ansible_facts:
         - C(cpus) (id, online, core_id, package, die, siblings, node, l3, type), C(online),
           C(threads_per_core), C(nodes), C(l3_groups), C(hybrid), C(core_types), C(isolcpus),
           C(nohz_full), C(hugepages) (per page size in kB, total and free), C(memory) (C(total_kib),
-          C(available_kib)) and C(pinned) (guest name to the host CPUs its vCPUs are pinned to).
+          C(available_kib)), C(pinned) (guest name to the host CPUs its vCPUs are pinned to),
+          C(domains) (guest name to the C(files) - disks, NVRAM, TPM socket - and C(macs) its
+          persistent definition uses) and C(pools) (libvirt pool name to its directory); the
+          site checks its guests against these before any change.
       type: dict
       returned: always
       sample:
@@ -92,24 +95,40 @@ def memory() -> dict:
     return {"total_kib": fields.get("MemTotal", 0), "available_kib": fields.get("MemAvailable", 0)}
 
 
-def pinned(uri: str) -> dict:
-    """Guest name -> the host CPUs its vCPUs are pinned to, from the persistent definitions."""
+def libvirt_state(uri: str) -> tuple[dict, dict, dict]:
+    """What the persistent guests hold, read from their definitions (read-only connection):
+    (guest -> the host CPUs its vCPUs are pinned to, guest -> the files and MACs it uses,
+    pool -> its directory). Empty before libvirt is installed."""
     if libvirt is None:
-        return {}
+        return {}, {}, {}
     try:
         conn = libvirt.openReadOnly(uri)
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        pool_list = conn.listAllStoragePools()
     except libvirt.libvirtError:
-        return {}
-    out = {}
+        return {}, {}, {}
+    pinned, owned, pools = {}, {}, {}
     for dom in domains:
         root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         cpus = set()
         for pin in root.findall("cputune/vcpupin"):
             cpus.update(parse_cpulist(pin.get("cpuset", "")))
         if cpus:
-            out[dom.name()] = sorted(cpus)
-    return out
+            pinned[dom.name()] = sorted(cpus)
+        files = [el.get("file") for el in root.findall("devices/disk[@device='disk']/source") if el.get("file")]
+        files += [el.text for el in root.findall("os/nvram") if el.text]
+        files += [el.get("path") for el in root.findall("devices/tpm/backend/source") if el.get("path")]
+        owned[dom.name()] = {"files": files,
+                             "macs": [el.get("address") for el in root.findall("devices/interface/mac")
+                                      if el.get("address")]}
+    for pool in pool_list:
+        try:
+            path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        except libvirt.libvirtError:
+            continue
+        if path:
+            pools[pool.name()] = path
+    return pinned, owned, pools
 
 
 def main() -> None:
@@ -120,7 +139,8 @@ def main() -> None:
             cmdline = f.read()
     except OSError:
         cmdline = ""
-    topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned(module.params["uri"]))
+    pinned, domains, pools = libvirt_state(module.params["uri"])
+    topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned, domains=domains, pools=pools)
     module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": topology})
 
 

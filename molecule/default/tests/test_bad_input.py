@@ -1,4 +1,10 @@
-"""Bad input stops the site before any change, with a message that names the field."""
+"""Bad input stops the site before any change, with a message that names the field (and, for a
+collision, both owners), and leaves libvirt, the unit files and the file modes exactly as they were.
+
+The cases cover every class the checks know: hostile strings (control characters, names, types),
+collisions between guests and with guests libvirt has, networks, paths that are not owned, the
+console's exposure and CPU pins. Each snapshot is the full state, not one property.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,48 @@ import pytest
 import yaml
 
 DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
-DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["guest_overrides"]
+DEMO = yaml.safe_load(DEMO_VARS.read_text())
+DEMO_OVERRIDES = DEMO["guest_overrides"]
+V = "virsh -c qemu:///system "
+
+# Everything a bad run could touch: every guest's and network's definition, the pools, the unit
+# files, and the owners, modes and sizes of the storage tree and of the system directories a
+# share or a TPM path could point at.
+SNAPSHOT = (
+    "for g in $(" + V + "list --all --name | sort); do " + V + "dumpxml --inactive $g; " + V + "dominfo $g "
+    "| grep -E '^(State|Autostart)'; done; " + V + "net-dumpxml --inactive default; " + V + "pool-list --all; "
+    "sha256sum /etc/systemd/system/kvmlab-* 2>&1; "
+    "find /mnt/vm -xdev -printf '%p %m %u:%g %s\\n' | sort; "
+    "stat -c '%n %a %U:%G' / /etc /var /var/lib/libvirt /mnt /root /etc/shadow"
+)
+GHOST_DISK = "/mnt/vm/ghost.qcow2"
+GHOST_MAC = "52:54:00:99:88:77"
 
 
 def override(guest: str, **fields) -> dict:
     """The demo inventory's guest_overrides with `fields` changed for `guest`."""
-    return dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})
+    return {"guest_overrides": dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})}
+
+
+def overrides(**guests) -> dict:
+    """Several guests changed at once, for collisions."""
+    return {"guest_overrides": dict(DEMO_OVERRIDES, **{g: dict(DEMO_OVERRIDES.get(g, {}), **f)
+                                                        for g, f in guests.items()})}
 
 
 NET = {"name": "default", "bridge": "virbr0", "forward": "nat", "address": "192.168.122.1", "prefix": 24,
        "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"}}
+OTHER_NET = {"name": "lab", "bridge": "virbr9", "forward": "nat", "address": "192.168.130.1", "prefix": 24}
 POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "iso", "path": "/mnt/vm/iso"},
          {"name": "default", "path": "/var/lib/libvirt/images"}]
 A = "52:54:00:00:00:0a"
 B = "52:54:00:00:00:0b"
+WIN11_MAC = "52:54:00:ab:93:44"
+KALI_TPM = {"tpm": "external", "tpm_model": "tis", "tpm_socket": "/mnt/vm/kali-swtpm.sock",
+            "tpm_state_dir": "/mnt/vm/tpm-kali"}
 
 CASES = {
+    # -- storage and network specs
     "ip outside the subnet": (
         {"network_networks": [dict(NET, hosts=[{"name": "win11", "mac": A, "ip": "192.168.123.5"}])]},
         "network_networks[default].hosts[win11].ip: 192.168.123.5 is outside 192.168.122.0/24"),
@@ -32,7 +64,7 @@ CASES = {
         {"network_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
                                                {"name": "b", "mac": B, "ip": "192.168.122.50"}])]},
         "network_networks[default].hosts[b].ip: 192.168.122.50 is already reserved for"),
-    "duplicate mac": (
+    "duplicate reserved mac": (
         {"network_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
                                                {"name": "b", "mac": A, "ip": "192.168.122.51"}])]},
         "network_networks[default].hosts[b].mac: 52:54:00:00:00:0a is already reserved for"),
@@ -42,54 +74,197 @@ CASES = {
     "dhcp range outside the subnet": (
         {"network_networks": [dict(NET, dhcp={"start": "192.168.122.2", "end": "192.168.123.254"})]},
         "network_networks[default].dhcp.end: 192.168.123.254 is outside 192.168.122.0/24"),
+    "network defined twice": (
+        {"network_networks": [NET, dict(OTHER_NET, name="default")]},
+        "network_networks[default].name: network 'default' is defined twice"),
+    "bridge of two networks": (
+        {"network_networks": [NET, dict(OTHER_NET, bridge="virbr0")]},
+        "network_networks[lab].bridge: virbr0 is already the bridge of network 'default'"),
+    "overlapping subnets": (
+        {"network_networks": [NET, dict(OTHER_NET, address="192.168.122.129", prefix=25)]},
+        "network_networks[lab]: 192.168.122.128/25 overlaps 192.168.122.0/24 of network 'default'"),
+    "newline in a bridge name": (
+        {"network_networks": [dict(NET, bridge="virbr0\nx")]},
+        "network_networks[0].bridge: 'virbr0\\nx' holds the control character '\\n'"),
+    "reservations that are not a list": (
+        {"network_networks": [dict(NET, hosts="win11")]},
+        "network_networks[default].hosts: must be a list of mappings, got 'win11'"),
     "relative pool path": (
         {"storage_pools": [*POOLS[:2], {"name": "default", "path": "var/lib/libvirt/images"}]},
         "storage_pools[default].path: 'var/lib/libvirt/images' is relative"),
     "pool path collision": (
         {"storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
         "storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),
-    # Extra vars replace guest_overrides whole: each case keeps the demo inventory's.
+    # -- one guest's spec: strings, names, types
     "guest memory not a size": (
-        {"guest_overrides": override("kali", memory="lots")},
-        "guest_spec.memory: not a size: 'lots'"),
-    "secure boot without q35": (
-        {"guest_overrides": override("arch", machine="pc")},
-        "guest_spec.machine: Secure Boot needs the q35 machine (for SMM), got 'pc'"),
-    "nvram on a BIOS guest": (
-        {"guest_overrides": override("kali", nvram="/mnt/vm/kali_VARS.fd")},
-        "guest_spec.nvram: needs firmware uefi; this guest has firmware bios"),
+        override("kali", memory="lots"), "guest_spec[kali].memory: not a size: 'lots'"),
+    "guest memory a list": (
+        override("kali", memory=["2G"]), "guest_spec[kali].memory: must be a string or a whole number, got ['2G']"),
+    "disks a string": (
+        override("kali", disks="kali.qcow2"), "guest_spec[kali].disks: must be a list, got 'kali.qcow2'"),
+    "interface a string": (
+        override("kali", interfaces=["default"]), "guest_spec[kali].interfaces[0]: must be a mapping, got 'default'"),
+    "pins a list": (
+        override("kali", cpu_pins=["1"]), "guest_spec[kali].cpu_pins: must be a mapping, got ['1']"),
+    "overrides of a guest a string": (
+        {"guest_overrides": dict(DEMO_OVERRIDES, kali="big")}, "guest_overrides.kali: must be a mapping of fields"),
+    "guest name ending in a newline": (
+        {"site_vm_roles": ["kvmlab.hypervisor.vm_kali"], "guest_overrides": {"kali": dict(
+            DEMO_OVERRIDES["kali"], name="kali\n")}},
+        "guest_spec['kali\\n'].name: 'kali\\n' holds the control character '\\n'"),
+    "newline in the TPM state directory": (
+        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm-kali\nExecStartPre=+/bin/touch /x")),
+        "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm-kali\\nExecStartPre=+/bin/touch /x' holds the control "
+        "character '\\n'"),
+    "comma in the TPM state directory": (
+        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm,kali")),
+        "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm,kali' holds ','"),
+    "tab in a cdrom path": (
+        override("kali", cdroms=["/mnt/vm/iso/kali\t.iso"]),
+        "guest_spec[kali].cdroms[0]: '/mnt/vm/iso/kali\\t.iso' holds the control character '\\t'"),
+    "machine type with a quote": (
+        override("kali", machine="q35' foo='bar"), "guest_spec[kali].machine: \"q35' foo='bar\" is not a machine type"),
     "misspelt guest field": (
-        {"guest_overrides": override("win11", cpu_pin={0: "1"})},
-        "guest_spec.cpu_pin: unknown field"),
-    "pin beyond the guest's vCPUs": (
-        {"guest_overrides": override("kali", cpu_pins={"5": "1"})},
-        "guest_spec.cpu_pins: '5': '1' is not a vCPU (0-1)"),
+        override("win11", cpu_pin={0: "1"}), "guest_spec[win11].cpu_pin: unknown field"),
+    "secure boot without q35": (
+        override("arch", machine="pc"), "guest_spec[arch].machine: Secure Boot needs the q35 machine (for SMM)"),
+    "nvram on a BIOS guest": (
+        override("kali", nvram="/mnt/vm/kali_VARS.fd"),
+        "guest_spec[kali].nvram: needs firmware uefi; this guest has firmware bios"),
+    "multicast MAC": (
+        override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": "53:54:00:00:00:01"}]),
+        "guest_spec[kali].interfaces[0].mac: 53:54:00:00:00:01 is a multicast address"),
+    # -- paths
+    "relative nvram": (
+        override("arch", nvram="arch_VARS.fd"), "guest_spec[arch].nvram: 'arch_VARS.fd' is not an absolute path"),
+    "nvram that is not normalised": (
+        override("arch", nvram="/mnt/vm/../../etc/shadow"),
+        "guest_spec[arch].nvram: '/mnt/vm/../../etc/shadow' is not normalised; write it as /etc/shadow"),
+    "nvram outside the guest data": (
+        override("arch", nvram="/etc/shadow"),
+        "guest_spec[arch].nvram: /etc/shadow lies outside the storage mount, the pools and libvirt's directories"),
+    "TPM state outside the guest data": (
+        override("kali", **dict(KALI_TPM, tpm_state_dir="/root/tpm")),
+        "guest_spec[kali].tpm_state_dir: /root/tpm lies outside the storage mount"),
+    "TPM socket path too long": (
+        override("kali", **dict(KALI_TPM, tpm_socket="/mnt/vm/" + "s" * 100)),
+        "guest_spec[kali].tpm_socket: '/mnt/vm/sss"),
+    "relative cdrom": (
+        override("kali", cdroms=["kali.iso"]), "guest_spec[kali].cdroms[0]: 'kali.iso' is not an absolute path"),
+    "relative backing file": (
+        override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "base.qcow2"}]),
+        "guest_spec[kali].disks[0].backing_file: 'base.qcow2' is not an absolute path"),
+    "share of /": (
+        override("win11", filesystems=[{"source": "/", "target": "share"}]),
+        "guest_spec[win11].filesystems[0].source: / holds or lies in the system directory"),
+    "share of /etc": (
+        override("win11", filesystems=[{"source": "/etc", "target": "share"}]),
+        "guest_spec[win11].filesystems[0].source: /etc is the system directory /etc"),
+    "share inside libvirt's directory": (
+        override("win11", filesystems=[{"source": "/var/lib/libvirt/qemu", "target": "share"}]),
+        "guest_spec[win11].filesystems[0].source: /var/lib/libvirt/qemu holds or lies in the system directory"),
+    "share that holds guest disks": (
+        override("win11", filesystems=[{"source": "/mnt/vm", "target": "share"}]),
+        "guest_spec[win11].filesystems[0].source: /mnt/vm holds /mnt/vm/"),
+    "mount tag over 36 bytes": (
+        override("win11", filesystems=[{"source": "/mnt/vm/share", "target": "t" * 37}]),
+        "guest_spec[win11].filesystems[0].target: 'ttt"),
+    # -- collisions between guests
+    "disk of two guests": (
+        override("arch", disks=[{"name": "win11.qcow2", "pool": "vm", "size": "40G"}]),
+        "guest_spec[arch].disks[0]: /mnt/vm/win11.qcow2 is already the disk of guest win11"),
+    "nvram of two guests": (
+        override("arch", nvram="/mnt/vm/win11_SECURE_VARS.fd"),
+        "guest_spec[arch].nvram: /mnt/vm/win11_SECURE_VARS.fd is already the NVRAM file of guest win11"),
+    "TPM socket of two guests": (
+        override("kali", **dict(KALI_TPM, tpm_socket="/mnt/vm/swtpm-sock")),
+        "guest_spec[kali].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest win11"),
+    "TPM state of two guests": (
+        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm")),
+        "guest_spec[kali].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest win11"),
+    "MAC of two guests": (
+        override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": WIN11_MAC}]),
+        "guest_spec[kali].interfaces[0].mac: 52:54:00:ab:93:44 is already the MAC of guest win11"),
+    "MAC reserved for another name": (
+        dict(override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": A}]),
+             network_networks=[dict(NET, hosts=[{"name": "printer", "mac": A, "ip": "192.168.122.50"}])]),
+        "guest_spec[kali].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
+        "network_networks[default].hosts"),
+    "cdrom that is another guest's disk": (
+        override("kali", cdroms=["/mnt/vm/win11.qcow2"]),
+        "guest_spec[kali].cdroms[0]: /mnt/vm/win11.qcow2 is the disk of guest win11"),
+    "pins that collide between guests": (
+        override("kali", cpu_pins={"0": "1"}, emulator_pins="0"),
+        "guest_spec[win11].cpu_pinning: guest win11: 1 vCPUs to pin, but only 0 CPUs are free"),
     "more vCPUs pinned than the host has free": (
-        {"guest_overrides": override("win11", vcpus=4, cpu_threads=2)},
-        "guest_spec.cpu_pinning: guest win11: 4 vCPUs to pin, but only"),
+        override("win11", vcpus=4, cpu_threads=2), "guest_spec[win11].cpu_pinning: guest win11: 4 vCPUs to pin"),
+    "pin beyond the guest's vCPUs": (
+        override("kali", cpu_pins={"5": "1"}), "guest_spec[kali].cpu_pins: '5': '1' is not a vCPU (0-1)"),
+    "disk of a guest libvirt has but the inventory does not": (
+        override("kali", disks=[{"name": "ghost.qcow2", "pool": "vm", "size": "1G"}]),
+        "guest_spec[kali].disks[0]: /mnt/vm/ghost.qcow2 is already the file of guest ghost (defined in libvirt, "
+        "not in the inventory)"),
+    "MAC of a guest libvirt has but the inventory does not": (
+        override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": GHOST_MAC}]),
+        "guest_spec[kali].interfaces[0].mac: 52:54:00:99:88:77 is already the MAC of guest ghost (defined in "
+        "libvirt, not in the inventory)"),
+    # -- the console
+    "console on every address without opting in": (
+        override("arch", graphics_listen="0.0.0.0"),
+        "guest_spec[arch].graphics_listen: 0.0.0.0 puts the spice console, which has no password, on the network"),
+    "console address that is a name": (
+        override("arch", graphics_listen="localhost"), "guest_spec[arch].graphics_listen: 'localhost' is not an IP"),
 }
+
+GHOST_XML = """<domain type='qemu'>
+  <name>ghost</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><source file='%s'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='network'><mac address='%s'/><source network='default'/></interface>
+  </devices>
+</domain>""" % (GHOST_DISK, GHOST_MAC)
+
+
+@pytest.fixture(scope="module")
+def ghost(host):
+    """A guest that libvirt has and the inventory does not list (defined by hand, never started)."""
+    host.run_test("cat > /tmp/ghost.xml <<'EOF'\n%s\nEOF\n" % GHOST_XML + V + "define /tmp/ghost.xml")
+    yield "ghost"
+    host.run_test(V + "undefine ghost")
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_fails_before_any_change(host, site, case):
+def test_bad_input_fails_before_any_change(host, site, ghost, case):
     extra_vars, message = CASES[case]
-    state = ("virsh -c qemu:///system net-dumpxml --inactive default; virsh -c qemu:///system pool-list --all "
-             "--name; for g in win11 arch kali; do virsh -c qemu:///system dumpxml --inactive $g; done")
-    before = host.check_output(state)
+    before = host.check_output(SNAPSHOT)
     run = site("-e", json.dumps(extra_vars))
     assert run.rc != 0, run
-    assert message in run.stderr, run
+    assert message in run.stdout + run.stderr, run
+    assert "Traceback" not in run.stdout + run.stderr, run
     assert run.changed == 0, run
     # It stopped in the checks that come first: no task ran on the host.
     assert "kvmlab.hypervisor.host : Read the host" not in run.stdout, run
-    assert host.check_output(state) == before
+    assert host.check_output(SNAPSHOT) == before
+
+
+def test_every_class_has_cases():
+    """At least 30 cases, and every class of the checks is in the table."""
+    assert len(CASES) >= 30
+    messages = " ".join(m for _extra, m in CASES.values())
+    for needle in ("control character", "must be", "unknown field", "not an absolute path", "not normalised",
+                   "lies outside", "system directory", "already the disk", "already the NVRAM", "TPM socket",
+                   "TPM state directory", "already the MAC", "reserved for", "overlaps", "defined twice",
+                   "vCPUs to pin", "defined in libvirt", "graphics_listen"):
+        assert needle in messages, needle
 
 
 def test_preflight_rejects_missing_admin_user(site):
     run = site("-e", '{"host_libvirt_admins": ["kvmlab", "nosuchuser"]}')
     assert run.rc != 0, run
     # ansible-core prints the unfolded error message on stderr.
-    assert "host_libvirt_admins: nosuchuser do not exist" in run.stderr, run
+    assert "host_libvirt_admins: nosuchuser do not exist" in run.stdout + run.stderr, run
     assert run.changed == 0, run
 
 
@@ -102,5 +277,5 @@ def test_preflight_rejects_unsupported_os(host, site):
         host.run_test("umount /etc/os-release")
     assert run.rc != 0, run
     assert "runs Fedora Linux 41. kvmlab.hypervisor.host supports Debian 12, Debian 13 and Arch Linux." \
-        in run.stderr, run
+        in run.stdout + run.stderr, run
     assert run.changed == 0, run

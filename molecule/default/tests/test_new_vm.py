@@ -16,16 +16,17 @@ ROOT = Path(__file__).resolve().parents[3]
 DEMO = yaml.safe_load((ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text())
 
 
-def changed_tasks(stdout: str) -> list[str]:
-    """The names of the tasks that reported changed."""
-    names, task = [], None
+def changed_items(stdout: str) -> list[tuple]:
+    """(task name, loop item or None) of every result that reported changed."""
+    out, task = [], None
     for line in stdout.splitlines():
         header = re.match(r"TASK \[(.*)\]", line)
         if header:
             task = header.group(1)
-        elif line.startswith("changed:") and task not in names:
-            names.append(task)
-    return names
+        elif line.startswith("changed:"):
+            item = re.search(r"\(item=(.*?)\)", line)
+            out.append((task, item.group(1) if item else None))
+    return out
 
 
 def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
@@ -49,9 +50,9 @@ def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
     try:
         run = site("-e", extra, env=roles)
         assert run.rc == 0, run
-        changed = changed_tasks(run.stdout)
         assert run.changed == 2, run  # the new guest's disk and domain
-        assert all(name in task for task in changed), changed
+        assert changed_items(run.stdout) == [("kvmlab.hypervisor.guest : Create the missing disks of the guests", None),
+                                             ("kvmlab.hypervisor.guest : Converge the guests", name)], run
         assert host.check_output(V + "domstate " + name) == "running"
         after = {g: host.check_output(V + "dumpxml --inactive " + g) for g in before}
         assert after == before, "another guest's definition changed"

@@ -33,12 +33,12 @@ def test_workstation_inventory_fails_only_on_the_missing_hardware(host):
     assert run.returncode != 0, out
     threads = len(host.check_output("ls -d /sys/devices/system/cpu/cpu[0-9]*").split())
     # The seed pins win11's 6 vCPUs; this container has far fewer threads.
-    assert "guest_spec.cpu_pinning: guest win11: 6 vCPUs to pin, but only" in out, out
+    assert "guest_spec[win11].cpu_pinning: guest win11: 6 vCPUs to pin, but only" in out, out
     memory_kib = int(host.check_output("awk '/MemTotal/ {print $2}' /proc/meminfo"))
     if memory_kib < 16 * 1024 * 1024:
-        assert "guest_spec.memory: guest win11 asks for 16G, but the host has" in out, out
+        assert "guest_spec[win11].memory: guest win11 asks for 16G, but the host has" in out, out
     else:
-        assert "guest_spec.memory" not in out, out
+        assert "guest_spec[win11].memory" not in out, out
     assert "Traceback" not in out, out
     # It stopped in the preflight, before the host role's first task.
     assert "kvmlab.hypervisor.host : Read the host" not in run.stdout, out

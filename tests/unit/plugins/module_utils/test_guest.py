@@ -1,18 +1,18 @@
-"""The guest spec: defaults, derived values, every mistake named; the domain template rendered
-from the VM roles' specs against libvirt's real dumpxml of the same guests."""
+"""The guest spec: defaults, derived values, every mistake named; the domain XML built from the
+VM roles' specs against libvirt's real dumpxml of the same guests."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import jinja2
 import pytest
 import yaml
 from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_spec import guest_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import DEFAULTS, guest_mac, normalize
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning, read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
 
 from . import sysfs
 
@@ -36,25 +36,18 @@ def demo(vm: str) -> dict:
 CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
 
 
-def render(spec: dict, paths: dict | None = None, topology: dict | None = None) -> str:
-    """The role's rendering: pins (if asked for) from `topology`, by default this CI machine's."""
-    g, errors = normalize(spec)
-    assert errors == []
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "roles/guest/templates")),
-                             trim_blocks=True, undefined=jinja2.StrictUndefined)
-    if paths is None:
-        pools = {"vm": "/mnt/vm", "default": "/var/lib/libvirt/images"}
-        paths = {d["pool"] + "/" + d["name"]: pools[d["pool"]] + "/" + d["name"] for d in g["disks"]}
-    pins = {}
-    if g["pinned"]:
+POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "default", "path": "/var/lib/libvirt/images"}]
+
+
+def render(spec: dict, topology: dict | None = None) -> str:
+    """The role's domain XML: the spec resolved as the site resolves it, pins (if asked for) from
+    `topology`, by default this CI machine's."""
+    if normalize(spec)[0]["pinned"]:
         topology = topology or read_topology(str(CI_2CPU / "cpu"), str(CI_2CPU / "node"), "/nonexistent",
                                              "/nonexistent")
-        request = {"name": g["name"], "vcpus": g["vcpus"], "cpu_pinning": g["cpu_pinning"], "cpu_pins": g["cpu_pins"]}
-        result, errors = compute_pinning(topology, [request], g["cpu_housekeeping"])
-        assert errors == []
-        pins = result[g["name"]]
-    template = env.get_template("domain.xml.j2")
-    return template.render(guest__resolved=g, __guest_volume_paths=paths, __guest_pins=pins)
+    guests, errors = resolve([spec], {"topology": topology, "pools": POOLS, "single": True})
+    assert errors == []
+    return guests[0]["xml"]
 
 
 def empty_cdroms(xml: str) -> str:
@@ -103,9 +96,9 @@ def test_mac_is_the_filters():
     ({"firmware": "bios"}, "guest_spec.secure_boot: needs firmware uefi; this guest has firmware bios"),
     ({"machine": "pc"}, "guest_spec.machine: Secure Boot needs the q35 machine (for SMM), got 'pc'"),
     ({"secure_boot": False}, "guest_spec.enrolled_keys: enrolled keys only make sense with secure_boot: true"),
-    ({"nvram": "win11.fd"}, "guest_spec.nvram: 'win11.fd' is relative"),
+    ({"nvram": "win11.fd"}, "guest_spec.nvram: 'win11.fd' is not an absolute path"),
     ({"tpm": "2.0"}, "guest_spec.tpm: '2.0' is not one of none, emulator, external"),
-    ({"tpm_socket": "sock"}, "guest_spec.tpm_socket: 'sock' is relative"),
+    ({"tpm_socket": "sock"}, "guest_spec.tpm_socket: 'sock' is not an absolute path"),
     ({"disks": [{"name": "a.qcow2"}]}, "guest_spec.disks[0].size: not a size: 'missing'"),
     ({"disks": [{"name": "a.qcow2", "size": "1G"}, {"name": "a.qcow2", "size": "1G"}]},
      "guest_spec.disks[1]: vm/a.qcow2 is listed twice"),
@@ -241,7 +234,7 @@ def test_hugepages_render_a_page_size():
 def test_host_errors_name_what_the_host_lacks(tmp_path):
     two = read_topology(**sysfs.smt_desktop(tmp_path, cores=1))  # 1 core, 2 threads: CPU 0 and 1
     two["memory"] = {"total_kib": 8 * 1024 * 1024, "available_kib": 0}
-    two["pinned"] = {}
+    two.update(pinned={}, pools={"vm": "/mnt/vm"})
     seed = dict(spec_of("win11"), cpu_pinning="auto")
     errors = guest_errors(seed, topology=two)
     assert errors[0] == ("guest_spec.memory: guest win11 asks for 16G, but the host has 8.0G in total; "
@@ -250,7 +243,7 @@ def test_host_errors_name_what_the_host_lacks(tmp_path):
     assert guest_errors(seed) == []  # without a topology, only the spec is checked
 
     four = read_topology(**sysfs.smt_desktop(tmp_path / "four", cores=2))  # siblings 0+2, 1+3
-    four.update(memory={"total_kib": 8 * 1024 * 1024}, pinned={})
+    four.update(memory={"total_kib": 8 * 1024 * 1024}, pinned={}, pools={"vm": "/mnt/vm"})
     small = dict(seed, memory="2G", vcpus=1, cpu_threads=1)
     assert guest_errors(small, topology=four) == []
     four["pinned"] = {"other": [1, 3], "win11": [1]}  # its own old pins do not count

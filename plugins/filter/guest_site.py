@@ -1,0 +1,78 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: guest_site
+short_description: All guests of a site, resolved and checked together, with their domain XML
+version_added: 0.2.0
+author: kvmlab developers (@kvmlab)
+description:
+  - The one pass the site makes over its guests, on the controller, before any change. Each spec
+    gets its C(guest_overrides) and is normalised and checked alone (as C(guest_spec) does), then
+    against every other guest, the guests libvirt has that the inventory does not list, the
+    networks' reservations, the pools and the host.
+  - Refused, naming both owners - a disk, NVRAM file, TPM socket or TPM state directory of two
+    guests; a MAC twice, or a MAC reserved for another name; a cdrom that is another guest's
+    file; a virtiofs share that holds guest data; NVRAM or TPM state outside the storage mount,
+    the pools and libvirt's directories (unless C(allow_foreign_paths)); pins that collide.
+  - CPU pins are computed for all pinned guests jointly (explicit ones first, then automatic
+    ones in the site's order), none on the CPUs of another guest or of the housekeeping set.
+  - Each resolved guest carries its disks' C(path), its C(pins) and its domain C(xml), built as a
+    tree so that no value can change the XML's structure.
+options:
+  _input:
+    description: The guest specs (see C(ansible-doc -t role kvmlab.hypervisor.guest)).
+    type: list
+    elements: dict
+    required: true
+  overrides:
+    description: C(guest_overrides) - fields per guest name, layered over its spec.
+    type: dict
+  topology:
+    description: The host's C(kvmlab.hypervisor.cpu_topology) facts (CPUs, memory, the guests and pools libvirt has).
+    type: dict
+  networks:
+    description: C(network_networks), for the MACs their reservations give to named guests.
+    type: list
+    elements: dict
+  pools:
+    description: C(storage_pools), for the disks' paths (libvirt's own pools count too).
+    type: list
+    elements: dict
+  storage_mount:
+    description: The storage mount point; NVRAM and TPM state must lie under it, a pool or C(/var/lib/libvirt).
+    type: str
+    default: /mnt/vm
+  single:
+    description: Name the spec C(guest_spec) in messages instead of C(guest_spec[NAME]).
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Resolve the site's guests and stop on any mistake
+  ansible.builtin.set_fact:
+    __site: "{{ [vm_win11_guest, vm_kali_guest] | kvmlab.hypervisor.guest_site(overrides=guest_overrides,
+                topology=ansible_facts.kvmlab_cpu_topology, networks=network_networks, pools=storage_pools) }}"
+"""
+
+RETURN = r"""
+_value:
+  description: C(guests) - the resolved guests (each as C(guest_spec) returns it, plus per disk
+    C(path), C(pins) and C(xml)); C(errors) - every mistake, each naming its field.
+  type: dict
+"""
+
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+
+
+def guest_site(specs, **context):
+    guests, errors = resolve(specs, context)
+    return {"guests": guests, "errors": errors}
+
+
+class FilterModule:
+    def filters(self):
+        return {"guest_site": guest_site}

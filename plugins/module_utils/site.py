@@ -1,0 +1,246 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""All guests of a site, resolved and checked together, on the controller, before any change.
+
+`resolve(specs, ...)` is the one pass the site makes over its guests: each spec gets the
+inventory's `guest_overrides`, is normalised and checked alone (module_utils/guest.py), and then
+against every other guest, the guests libvirt already has that the inventory does not list, the
+networks' reservations, the pools and the host:
+
+- a disk, NVRAM file, TPM socket or TPM state directory belongs to one guest only; a cdrom or a
+  virtiofs share must not expose another guest's files;
+- a MAC belongs to one interface, and a MAC reserved for a name belongs to that guest;
+- NVRAM and TPM state lie where the site keeps guest data (the storage mount, a pool, libvirt's
+  own directories) unless the spec opts out with `allow_foreign_paths`;
+- CPU pins are computed for all pinned guests jointly, none on another's CPUs.
+
+Each resolved guest carries its disks' paths, its pins and its libvirt domain XML
+(module_utils/domain_build.py), so nothing is computed twice.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_build import domain_xml
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning
+
+LIBVIRT_DIRS = ("/var/lib/libvirt",)
+NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
+
+
+def _under(path: str, roots) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def _pool_paths(pools, topology: dict) -> dict:
+    """Pool name -> directory: libvirt's pools, overridden by the inventory's storage_pools."""
+    paths = dict((topology or {}).get("pools") or {})
+    for pool in pools or []:
+        if isinstance(pool, dict) and pool.get("name") and isinstance(pool.get("path"), str):
+            if pool.get("state", "present") == "absent":
+                paths.pop(pool["name"], None)
+            else:
+                paths[pool["name"]] = posixpath.normpath(pool["path"])
+    return paths
+
+
+class _Owners:
+    """Who owns each file, directory and MAC, so a second claim names both owners."""
+
+    def __init__(self, errors: list):
+        self.errors = errors
+        self.by_key: dict = {}
+
+    def claim(self, kind: str, key: str, owner: str, label: str | None) -> None:
+        """label None: a claim read from libvirt, which is recorded but never reported."""
+        held = self.by_key.get(key)
+        if held and held[0] != owner and label:
+            self.errors.append("%s: %s is already the %s of %s; two guests must never share a %s."
+                               % (label, key, held[1], held[0], kind))
+        elif not held:
+            self.by_key[key] = (owner, kind)
+
+
+def _merge(spec, overrides, errors: list) -> dict | None:
+    if not isinstance(spec, dict):
+        errors.append("guest_spec: must be a mapping with at least a name, got %r." % (spec,))
+        return None
+    name = spec.get("name")
+    extra = (overrides or {}).get(name) if isinstance(name, str) and isinstance(overrides, dict) else None
+    if extra is None:
+        return spec
+    if not isinstance(extra, dict):
+        errors.append("guest_overrides.%s: must be a mapping of fields, got %r." % (name, extra))
+        return spec
+    return dict(spec, **extra)
+
+
+def _files(g: dict) -> list[tuple]:
+    """(kind, path, field) of everything on the host that belongs to this guest alone."""
+    out = [("disk", d["path"], "disks[%d]" % i) for i, d in enumerate(g["disks"]) if d.get("path")]
+    if g["firmware"] == "uefi":
+        out.append(("NVRAM file", g["nvram"] or "%s/%s_VARS.fd" % (NVRAM_DIR, g["name"]), "nvram"))
+    if g["tpm"] == "external":
+        out.append(("TPM socket", g["tpm_socket"], "tpm_socket"))
+        out.append(("TPM state directory", g["tpm_state_dir"], "tpm_state_dir"))
+    return out
+
+
+def _locations(g: dict, label: str, roots: list, errors: list) -> None:
+    """NVRAM and TPM state where the site keeps guest data, unless the spec opts out."""
+    if g["allow_foreign_paths"]:
+        return
+    fields = [("nvram", g["nvram"])] if g["firmware"] == "uefi" and g["nvram"] else []
+    if g["tpm"] == "external":
+        fields += [("tpm_socket", g["tpm_socket"]), ("tpm_state_dir", g["tpm_state_dir"])]
+    for field, path in fields:
+        if isinstance(path, str) and not _under(path, roots):
+            errors.append("%s.%s: %s lies outside the storage mount, the pools and libvirt's directories (%s); "
+                          "keep guest data there, or set allow_foreign_paths: true."
+                          % (label, field, path, ", ".join(roots)))
+
+
+def _exposure(g: dict, label: str, owned: dict, errors: list) -> None:
+    """A cdrom must not be another guest's file; a share must not hold guest data."""
+    for i, cd in enumerate(g["cdroms"]):
+        held = owned.get(cd["path"])
+        if held:
+            errors.append("%s.cdroms[%d]: %s is the %s of %s; a cdrom must be an ISO image, not guest data."
+                          % (label, i, cd["path"], held[1], held[0]))
+    for i, fs in enumerate(g["filesystems"]):
+        source = str(fs["source"])
+        if fs["allow_system_dir"]:
+            continue
+        for path, (owner, kind) in sorted(owned.items()):
+            if _under(path, [source]):
+                errors.append("%s.filesystems[%d].source: %s holds %s, the %s of %s; share a directory of its own."
+                              % (label, i, source, path, kind, owner))
+                break
+
+
+def _macs(g: dict, label: str, owners: _Owners, reserved: dict, errors: list) -> None:
+    for i, nic in enumerate(g["interfaces"]):
+        owners.claim("MAC", nic["mac"], "guest %s" % g["name"], "%s.interfaces[%d].mac" % (label, i))
+        holder = reserved.get(nic["mac"])
+        if holder and holder[0] != g["name"]:
+            errors.append("%s.interfaces[%d].mac: %s is reserved for %s in %s; give this guest another MAC."
+                          % (label, i, nic["mac"], holder[0], holder[1]))
+
+
+def _reservations(networks) -> dict:
+    out = {}
+    for net in networks or []:
+        if not isinstance(net, dict) or not isinstance(net.get("hosts"), list):
+            continue
+        for host in net["hosts"]:
+            if isinstance(host, dict) and host.get("mac") and host.get("name"):
+                out[str(host["mac"]).lower()] = (host["name"], "network_networks[%s].hosts" % net.get("name"))
+    return out
+
+
+def _pins(guests: list[dict], labels: dict, topology: dict, errors: list) -> None:
+    """Pins for every pinned guest, computed jointly: explicit maps first, then automatic ones in
+    the site's order; each guest's CPUs are taken for the next."""
+    asked = {g["name"] for g in guests}
+    taken = {cpu: name for name, cpus in (topology.get("pinned") or {}).items() if name not in asked
+             for cpu in cpus}
+    topo = dict(topology, nodes={int(k): v for k, v in (topology.get("nodes") or {}).items()})
+    pinned = [g for g in guests if g["pinned"] and g["state"] != "absent"]
+    for g in sorted(pinned, key=lambda g: not g["cpu_pins"]):
+        request = {"name": g["name"], "vcpus": g["vcpus"], "cpu_pinning": g["cpu_pinning"], "cpu_pins": g["cpu_pins"]}
+        results, pin_errors = compute_pinning(topo, [request], g["cpu_housekeeping"], g["numa_strict"], taken)
+        errors.extend("%s.cpu_pinning: %s" % (labels[g["name"]], e) for e in pin_errors)
+        g["pins"] = results.get(g["name"])
+        for cpu in (g["pins"] or {}).get("cpus", []):
+            taken[cpu] = g["name"]
+
+
+def _specs(specs: list, context: dict, errors: list) -> tuple[list[dict], dict]:
+    """Each spec with its overrides, normalised and checked alone; (guests, labels by name)."""
+    guests, labels = [], {}
+    for raw in specs:
+        spec = _merge(raw, context.get("overrides"), errors)
+        if spec is None:
+            continue
+        name = spec.get("name")
+        shown = name if isinstance(name, str) and not CONTROL_RE.search(name) else repr(name)
+        label = "guest_spec" if context.get("single") else "guest_spec[%s]" % shown
+        g, own = normalize(spec, label)
+        errors += own
+        if own:
+            continue
+        if name in labels:
+            errors.append("%s.name: two specs define the guest %s; give each guest its own name." % (label, name))
+            continue
+        labels[name] = label
+        guests.append(g)
+    return guests, labels
+
+
+def _disk_paths(guests: list[dict], labels: dict, paths: dict, errors: list) -> None:
+    for g in guests:
+        for i, disk in enumerate(g["disks"]):
+            if disk["pool"] in paths:
+                disk["path"] = "%s/%s" % (paths[disk["pool"]].rstrip("/"), disk["name"])
+            else:
+                errors.append("%s.disks[%d].pool: %r is neither in storage_pools nor a libvirt pool on the host (%s)."
+                              % (labels[g["name"]], i, disk["pool"], ", ".join(sorted(paths)) or "none"))
+
+
+def _ownership(guests: list[dict], labels: dict, context: dict, roots: list, errors: list) -> None:
+    """Files, directories and MACs of one guest only; none exposed to another guest."""
+    owners = _Owners(errors)
+    # The guests libvirt has that the inventory does not list own their files and MACs too.
+    for name, dom in sorted((context["topology"].get("domains") or {}).items()):
+        if name in labels:
+            continue
+        owner = "guest %s (defined in libvirt, not in the inventory)" % name
+        for path in dom.get("files") or []:
+            owners.claim("file", path, owner, None)
+        for mac in dom.get("macs") or []:
+            owners.claim("MAC", mac.lower(), owner, None)
+    for g in guests:
+        for kind, path, field in _files(g):
+            owners.claim(kind, path, "guest %s" % g["name"], "%s.%s" % (labels[g["name"]], field))
+    reserved = _reservations(context.get("networks"))
+    for g in guests:
+        _locations(g, labels[g["name"]], roots, errors)
+        _macs(g, labels[g["name"]], owners, reserved, errors)
+    owned = {k: v for k, v in owners.by_key.items() if k.startswith("/")}
+    for g in guests:
+        _exposure(g, labels[g["name"]], owned, errors)
+
+
+def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
+    """The site's guests, resolved and checked together; returns (guests, errors).
+
+    context (every key optional): `overrides` (guest_overrides), `topology`
+    (kvmlab.hypervisor.cpu_topology's facts: the host's CPUs and memory, the pins, files and MACs
+    of the guests libvirt has, its pools; None before the host is read), `networks`
+    (network_networks), `pools` (storage_pools), `storage_mount`, and `single` (name the spec
+    `guest_spec` in messages instead of `guest_spec[NAME]`).
+    """
+    context = dict(context or {})
+    context["topology"] = topology = context.get("topology") or {}
+    if not isinstance(specs, list):
+        return [], ["guest specs: must be a list of guest specs, got %r." % (specs,)]
+    errors: list[str] = []
+    guests, labels = _specs(specs, context, errors)
+    paths = _pool_paths(context.get("pools"), topology)
+    roots = sorted({context.get("storage_mount") or "/mnt/vm", *paths.values(), *LIBVIRT_DIRS})
+    _disk_paths(guests, labels, paths, errors)
+    _ownership(guests, labels, context, roots, errors)
+    total = (topology.get("memory") or {}).get("total_kib") or 0
+    for g in guests:
+        if total and g["memory_kib"] > total:
+            errors.append("%s.memory: guest %s asks for %s, but the host has %.1fG in total; give it less memory."
+                          % (labels[g["name"]], g["name"], g["memory"], total / 1024 / 1024))
+    if topology.get("cpus"):
+        _pins(guests, labels, topology, errors)
+    if not errors:
+        for g in guests:
+            g["xml"] = domain_xml(g) if g["state"] != "absent" else None
+    return guests, errors
