@@ -38,12 +38,12 @@ def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: di
     return SiteRun(proc)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def site():
     return run_site
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def guest():
     """Run molecule/default/guest.yml: one guest through kvmlab.hypervisor.guest."""
     path = str(Path(__file__).parent / "default" / "guest.yml")
@@ -55,8 +55,8 @@ def guest():
 
 
 # Look at the converged host first; the tests that break and repair it come last.
-MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_workstation_check",
-                "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options", "test_tailscale"]
+MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_hostile_names",
+                "test_workstation_check", "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options", "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

@@ -225,8 +225,9 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
             parse_size(disk["size"] if disk["size"] is not None else "missing")
         except ValueError as exc:
             errors.append("%s.size: %s; give the disk's capacity such as 40G." % (label, exc))
-        if disk["format"] not in ("qcow2", "raw"):
-            errors.append("%s.format: %r is not one of qcow2, raw." % (label, disk["format"]))
+        for key in ("format", "backing_format"):
+            if disk[key] not in ("qcow2", "raw"):
+                errors.append("%s.%s: %r is not one of qcow2, raw." % (label, key, disk[key]))
         if disk["bus"] not in ("virtio", "sata"):
             errors.append("%s.bus: %r is not one of virtio, sata." % (label, disk["bus"]))
             disk["bus"] = "virtio"

@@ -203,8 +203,11 @@ def _ownership(guests: list[dict], labels: dict, context: dict, roots: list, err
         for mac in dom.get("macs") or []:
             owners.claim("MAC", mac.lower(), owner, None)
     for g in guests:
-        for kind, path, field in _files(g):
+        files = _files(g)
+        for kind, path, field in files:
             owners.claim(kind, path, "guest %s" % g["name"], "%s.%s" % (labels[g["name"]], field))
+        # What purge may delete and reset_nvram replace (libvirt_domain checks it again on the host).
+        g["owned_paths"] = [path for kind, path, _field in files if kind in ("disk", "NVRAM file")]
     reserved = _reservations(context.get("networks"))
     for g in guests:
         _locations(g, labels[g["name"]], roots, errors)

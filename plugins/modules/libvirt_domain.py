@@ -94,8 +94,19 @@ options:
       - With O(state=absent), also delete the guest's disks (device C(disk), not cdroms), its
         NVRAM, its libvirt-managed TPM state, its saved state and snapshot metadata.
       - Data loss by design; off by default.
+      - Only files in O(owned_paths) are deleted. A disk or NVRAM file that the definition names
+        but O(owned_paths) does not, or that another defined guest uses, is an error, and
+        nothing is deleted or undefined.
     type: bool
     default: false
+  owned_paths:
+    description:
+      - The files the guest's spec names as its own (its disks, its NVRAM file), as the
+        C(kvmlab.hypervisor.guest) role resolves them. O(purge) deletes and O(reset_nvram)
+        replaces only these, and only while no other defined guest uses them.
+    type: list
+    elements: str
+    default: []
   uri:
     description: libvirt connection URI.
     type: str
@@ -375,14 +386,37 @@ def delete_disks(conn, paths: list) -> list:
     return deleted
 
 
+def guard_owned(module, conn, name: str, paths: list, what: str) -> None:
+    """Fail, before any change, unless every path is the guest's own by its spec and no other
+    defined guest uses it."""
+    owned = set(module.params["owned_paths"])
+    problems = ["%s is not one of the files its spec names (%s)" % (p, ", ".join(sorted(owned)) or "none")
+                for p in paths if p not in owned]
+    for other in conn.listAllDomains(0):
+        if other.name() == name:
+            continue
+        root = ET.fromstring(other.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        used = {el.get("file") for el in root.iter("source")} | {el.text for el in root.iter("nvram")}
+        problems += ["%s is used by guest %s too" % (p, other.name()) for p in paths if p in used]
+    if problems:
+        module.fail_json(msg="guest %s: %s would touch files that are not only its own: %s. Nothing was deleted "
+                             "or changed; name the guest's own files in its spec, or remove the file by hand."
+                         % (name, what, "; ".join(problems)))
+
+
 def absent(module, conn, dom, name: str) -> dict:
     result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
     if dom is None:
         return result
     actions = result["actions"]
     before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    stop(module, dom, name, actions)
     purge = module.params["purge"]
+    disks = [s.get("file") for s in ET.fromstring(before).findall("devices/disk[@device='disk']/source")
+             if s.get("file")]
+    if purge:
+        nvram = dx.nvram_path(before)
+        guard_owned(module, conn, name, disks + ([nvram] if nvram and os.path.exists(nvram) else []), "purge")
+    stop(module, dom, name, actions)
     flags = 0
     if dom.hasManagedSaveImage(0):
         if not purge:
@@ -395,8 +429,6 @@ def absent(module, conn, dom, name: str) -> dict:
     else:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
     actions.append("undefine")
-    disks = [s.get("file") for s in ET.fromstring(before).findall("devices/disk[@device='disk']/source")
-             if s.get("file")]
     if purge:
         actions.extend("delete %s" % d for d in disks)
     if not module.check_mode:
@@ -469,6 +501,9 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
                     "boot entries are lost). Set reset_nvram: true to do it; the old NVRAM file is backed "
                     "up first. Nothing was changed." % (name, old_kind, new_kind),
                 differences=diffs)
+        nvram = dx.nvram_path(current)
+        if nvram and os.path.exists(nvram):
+            guard_owned(module, conn, name, [nvram], "reset_nvram")
         merged = dx.replace_os(merged, desired)
         actions.append("reset_nvram")
     preflight(module, conn, name, ET.fromstring(merged))
@@ -542,6 +577,7 @@ def main() -> None:
             "allow_restart": {"type": "bool", "default": False},
             "reset_nvram": {"type": "bool", "default": False},
             "purge": {"type": "bool", "default": False},
+            "owned_paths": {"type": "list", "elements": "str", "default": []},
             **URI_OPTION,
         },
         required_if=[("state", "running", ["xml"]), ("state", "shutdown", ["xml"])],

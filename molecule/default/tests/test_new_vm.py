@@ -58,4 +58,5 @@ def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
         assert after == before, "another guest's definition changed"
         assert site("-e", extra, env=roles).changed == 0
     finally:
-        guest({"name": name, "state": "absent", "purge": True, "force_stop": True, "shutdown_timeout": 1})
+        guest({"name": name, "state": "absent", "purge": True, "force_stop": True, "shutdown_timeout": 1,
+               "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]})

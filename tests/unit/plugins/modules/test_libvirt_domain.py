@@ -41,7 +41,8 @@ class Failed(Exception):
 class Module:
     def __init__(self, check_mode=False, **params):
         self.params = dict(name="kali", xml=None, state="running", autostart=False, shutdown_timeout=1,
-                           force_stop=False, allow_restart=False, reset_nvram=False, purge=False, uri="x")
+                           force_stop=False, allow_restart=False, reset_nvram=False, purge=False, owned_paths=[],
+                           uri="x")
         self.params.update(params)
         self.check_mode = check_mode
         self.warnings: list[str] = []
@@ -56,6 +57,9 @@ class Module:
 class Dom:
     def __init__(self, xml, active=False, autostart=False):
         self.xml, self.active, self.auto, self.calls = xml, active, autostart, []
+
+    def name(self):
+        return ET.fromstring(self.xml).findtext("name")
 
     def XMLDesc(self, flags=0):
         return self.xml
@@ -88,8 +92,11 @@ class Dom:
 
 
 class Conn:
-    def __init__(self, dom=None):
-        self.dom, self.calls = dom, []
+    def __init__(self, dom=None, others=()):
+        self.dom, self.others, self.calls = dom, list(others), []
+
+    def listAllDomains(self, flags=0):
+        return ([self.dom] if self.dom else []) + self.others
 
     def lookupByName(self, name):
         if self.dom is None:
@@ -176,7 +183,8 @@ def firmware_case(tmp_path, reset):
 
     dom = Dom(current)
     conn = Conn(dom)
-    module = Module(name="arch", xml=desired_from(current, no_secure_boot), state="shutdown", reset_nvram=reset)
+    module = Module(name="arch", xml=desired_from(current, no_secure_boot), state="shutdown", reset_nvram=reset,
+                    owned_paths=[str(nvram)])
     return module, conn, dom, nvram
 
 
@@ -218,10 +226,33 @@ def test_purge_deletes_the_disks(tmp_path):
     current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
     dom = Dom(current)
-    result = mod.absent(Module(state="absent", purge=True), Conn(dom), dom, "kali")
+    result = mod.absent(Module(state="absent", purge=True, owned_paths=[str(disk)]), Conn(dom), dom, "kali")
     (_call, flags), = dom.calls
     assert flags & NVRAM and flags & TPM
     assert result["purged"] == [str(disk)] and not disk.exists()
+
+
+def test_purge_deletes_nothing_its_spec_does_not_name_or_another_guest_uses(tmp_path):
+    disk = tmp_path / "kali.qcow2"
+    disk.write_bytes(b"data")
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
+        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+    dom = Dom(current)
+    # A definition drifted to a file the spec does not name (as `virsh edit` could do it).
+    with pytest.raises(Failed, match="is not one of the files its spec names"):
+        mod.absent(Module(state="absent", purge=True, owned_paths=["/mnt/vm/other.qcow2"]), Conn(dom), dom, "kali")
+    other = Dom(current.replace("<name>kali</name>", "<name>other</name>"))
+    with pytest.raises(Failed, match="is used by guest other too"):
+        mod.absent(Module(state="absent", purge=True, owned_paths=[str(disk)]), Conn(dom, [other]), dom, "kali")
+    assert dom.calls == [] and disk.read_bytes() == b"data"
+
+
+def test_reset_nvram_replaces_only_its_own_nvram(tmp_path):
+    module, conn, dom, nvram = firmware_case(tmp_path, reset=True)
+    module.params["owned_paths"] = []
+    with pytest.raises(Failed, match="reset_nvram would touch files that are not only its own"):
+        mod.present(module, conn, dom, "arch")
+    assert conn.calls == [] and nvram.read_bytes() == b"enrolled keys and boot entries"
 
 
 def test_shutdown_timeout_fails_unless_forced():

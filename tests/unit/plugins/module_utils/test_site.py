@@ -1,0 +1,198 @@
+"""All guests of a site resolved together: collisions name both owners, pins are joint, and every
+string a spec can hold either reaches the domain XML verbatim or is refused naming its field."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
+    CDROM_DEFAULTS,
+    DEFAULTS,
+    DISK_DEFAULTS,
+    FILESYSTEM_DEFAULTS,
+    INTERFACE_DEFAULTS,
+    TYPES,
+)
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+
+from . import sysfs
+
+ROOT = Path(__file__).resolve().parents[4]
+POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "iso", "path": "/mnt/vm/iso"},
+         {"name": "default", "path": "/var/lib/libvirt/images"}]
+
+
+def spec_of(vm: str) -> dict:
+    defaults = yaml.safe_load((ROOT / "roles" / ("vm_" + vm) / "defaults" / "main.yml").read_text())
+    spec = defaults["vm_%s_guest" % vm]
+    if vm == "kali":
+        spec = yaml.safe_load(yaml.safe_dump(spec).replace("{{ vm_kali_release }}", defaults["vm_kali_release"]))
+    return spec
+
+
+def small(name: str, **fields) -> dict:
+    return dict({"name": name, "firmware": "bios", "disks": [{"name": name + ".qcow2", "size": "1G"}]}, **fields)
+
+
+def errors_of(specs: list, **context) -> list[str]:
+    return resolve(specs, dict({"pools": POOLS}, **context))[1]
+
+
+def test_the_seed_site_resolves_with_xml_and_disk_paths():
+    guests, errors = resolve([spec_of("win11"), spec_of("arch"), spec_of("kali")], {"pools": POOLS})
+    assert errors == []
+    assert [g["disks"][0]["path"] for g in guests] == [
+        "/mnt/vm/win11.qcow2", "/var/lib/libvirt/images/arch-vm-minimal.qcow2",
+        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2"]
+    assert all(ET.fromstring(g["xml"]).findtext("name") == g["name"] for g in guests)
+
+
+@pytest.mark.parametrize(("specs", "message"), [
+    ([small("a"), small("b", disks=[{"name": "a.qcow2", "size": "1G"}])],
+     "guest_spec[b].disks[0]: /mnt/vm/a.qcow2 is already the disk of guest a; two guests must never share a disk."),
+    ([small("a", firmware="uefi", nvram="/mnt/vm/x.fd"), small("b", firmware="uefi", nvram="/mnt/vm/x.fd")],
+     "guest_spec[b].nvram: /mnt/vm/x.fd is already the NVRAM file of guest a"),
+    ([small("a", firmware="uefi"), small("b", firmware="uefi", nvram="/var/lib/libvirt/qemu/nvram/a_VARS.fd")],
+     "guest_spec[b].nvram: /var/lib/libvirt/qemu/nvram/a_VARS.fd is already the NVRAM file of guest a"),
+    ([small("a", tpm="external"), small("b", tpm="external", tpm_state_dir="/mnt/vm/tpm-b")],
+     "guest_spec[b].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest a"),
+    ([small("a", tpm="external"), small("b", tpm="external", tpm_socket="/mnt/vm/b.sock")],
+     "guest_spec[b].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest a"),
+    ([small("a"), small("b", interfaces=[{"mac": "52:54:00:19:bf:38"}])],
+     "is already the MAC of guest a"),
+    ([small("a"), small("b", cdroms=["/mnt/vm/a.qcow2"])],
+     "guest_spec[b].cdroms[0]: /mnt/vm/a.qcow2 is the disk of guest a; a cdrom must be an ISO image"),
+    ([small("a"), small("b", filesystems=[{"source": "/mnt/vm", "target": "t"}])],
+     "guest_spec[b].filesystems[0].source: /mnt/vm holds /mnt/vm/a.qcow2, the disk of guest a"),
+    ([small("a"), small("a")], "guest_spec[a].name: two specs define the guest a"),
+    ([small("a", disks=[{"name": "a.qcow2", "size": "1G", "pool": "nope"}])],
+     "guest_spec[a].disks[0].pool: 'nope' is neither in storage_pools nor a libvirt pool"),
+    ([small("a", firmware="uefi", nvram="/srv/a.fd")],
+     "guest_spec[a].nvram: /srv/a.fd lies outside the storage mount, the pools and libvirt's directories"),
+    ([small("a", tpm="external", tpm_state_dir="/srv/tpm")], "guest_spec[a].tpm_state_dir: /srv/tpm lies outside"),
+])
+def test_collisions_and_foreign_paths_are_named(specs, message):
+    if "MAC of guest a" in message:  # a's first interface gets guest_mac("a", 0)
+        from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import guest_mac
+        specs[1]["interfaces"] = [{"mac": guest_mac("a", 0)}]
+    errors = errors_of(specs)
+    assert any(message in e for e in errors), errors
+
+
+def test_opt_ins_accept_what_they_name():
+    assert errors_of([small("a", firmware="uefi", nvram="/srv/a.fd", allow_foreign_paths=True)]) == []
+    assert errors_of([small("a"), small("b", filesystems=[{"source": "/mnt/vm", "target": "t",
+                                                          "allow_system_dir": True}])]) == []
+
+
+def test_guests_libvirt_has_count_too():
+    topology = {"domains": {"ghost": {"files": ["/mnt/vm/g.qcow2"], "macs": ["52:54:00:AA:BB:CC"]},
+                            "a": {"files": ["/mnt/vm/a.qcow2"], "macs": []}}}
+    errors = errors_of([small("a"), small("b", disks=[{"name": "g.qcow2", "size": "1G"}],
+                                          interfaces=[{"mac": "52:54:00:aa:bb:cc"}])], topology=topology)
+    assert errors == [
+        "guest_spec[b].disks[0]: /mnt/vm/g.qcow2 is already the file of guest ghost (defined in libvirt, not in the "
+        "inventory); two guests must never share a disk.",
+        "guest_spec[b].interfaces[0].mac: 52:54:00:aa:bb:cc is already the MAC of guest ghost (defined in libvirt, "
+        "not in the inventory); two guests must never share a MAC."]
+    # Its own old definition (a) is no other owner; libvirt's pools give paths too.
+    assert errors_of([small("a")], topology=topology) == []
+    assert resolve([small("a", disks=[{"name": "a.qcow2", "size": "1G", "pool": "p"}])],
+                   {"topology": {"pools": {"p": "/srv/p"}}})[0][0]["disks"][0]["path"] == "/srv/p/a.qcow2"
+
+
+def test_mac_reserved_for_another_name():
+    networks = [{"name": "default", "hosts": [{"name": "printer", "mac": "52:54:00:00:00:0a", "ip": "1.2.3.4"}]}]
+    errors = errors_of([small("a", interfaces=[{"mac": "52:54:00:00:00:0a"}])], networks=networks)
+    assert errors == ["guest_spec[a].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
+                      "network_networks[default].hosts; give this guest another MAC."]
+    networks[0]["hosts"][0]["name"] = "a"
+    assert errors_of([small("a", interfaces=[{"mac": "52:54:00:00:00:0a"}])], networks=networks) == []
+
+
+def test_pins_are_computed_jointly(tmp_path):
+    topology = read_topology(**sysfs.smt_desktop(tmp_path, cores=4))  # housekeeping core 0: CPUs 0,4
+    topology.update(pinned={"other": [1, 5]})  # a guest libvirt has, not in the inventory
+    guests, errors = resolve([small("a", vcpus=2, cpu_pinning="auto"), small("b", vcpus=1, cpu_pinning="auto"),
+                              small("c", vcpus=1, cpu_pins={0: "2"})], {"pools": POOLS, "topology": topology})
+    assert errors == []
+    # Explicit pins first (c on 2), then a on the whole free core 3+7, then b on what is left.
+    assert {g["name"]: g["pins"]["cpus"] for g in guests} == {"a": [3, 7], "b": [6], "c": [2]}
+    # A third auto guest finds nothing left and is named.
+    errors = resolve([small("a", vcpus=2, cpu_pinning="auto"), small("b", vcpus=2, cpu_pinning="auto"),
+                      small("d", vcpus=2, cpu_pinning="auto")], {"pools": POOLS, "topology": topology})[1]
+    assert len(errors) == 1 and errors[0].startswith("guest_spec[d].cpu_pinning: guest d: 2 vCPUs to pin, but only")
+
+
+# Every string field of a spec, with where it sits (top level or in a list item).
+STRING_FIELDS = [k for k in DEFAULTS if TYPES.get(k) in (str, (str, int))] + [
+    "%s.%s" % (kind, k) for kind, defaults in (("disks", DISK_DEFAULTS), ("interfaces", INTERFACE_DEFAULTS),
+                                               ("filesystems", FILESYSTEM_DEFAULTS), ("cdroms", CDROM_DEFAULTS))
+    for k in defaults if TYPES.get("%s.%s" % (kind, k)) in (str, (str, int))]
+# A base guest in which every string field is in use.
+BASE = {"name": "q", "firmware": "uefi", "secure_boot": True, "nvram": "/mnt/vm/q.fd", "tpm": "external",
+        "tpm_socket": "/mnt/vm/q.sock", "tpm_state_dir": "/mnt/vm/tpm-q", "cpu_mode": "custom",
+        "cpu_model": "Nehalem", "emulator_pins": "0", "cpu_housekeeping": "0",
+        "disks": [{"name": "q.qcow2", "size": "1G", "backing_file": "/mnt/vm/base.qcow2"}],
+        "cdroms": ["/mnt/vm/iso/q.iso"], "interfaces": [{"network": "default", "mac": "52:54:00:01:02:03"}],
+        "filesystems": [{"source": "/mnt/vm/share", "target": "share"}]}
+HOSTILE = "Tim's \"R&D\" <disk> ü & 'x'/><disk type='file'>"
+
+
+def with_value(field: str, value) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    if "." in field:
+        kind, key = field.split(".")
+        item = spec[kind][0]
+        if kind == "cdroms":
+            spec[kind][0] = {"path": value}
+        else:
+            item[key] = value
+    else:
+        spec[field] = value
+    return spec
+
+
+def test_string_fields_cover_the_spec():
+    assert len(STRING_FIELDS) >= 20
+    assert {"name", "nvram", "tpm_socket", "cdroms.path", "disks.name", "filesystems.source"} <= set(STRING_FIELDS)
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_control_characters_are_refused_in_every_string_field(field):
+    spec = with_value(field, "/mnt/vm/a\nExecStartPre=+/bin/sh")
+    errors = errors_of([spec])
+    label = "guest_spec[q]." + field.replace(".", "[0].").replace("cdroms[0].path", "cdroms[0]")
+    if field == "name":  # the guest is then shown by its name's repr
+        label = "guest_spec[%r].name" % "/mnt/vm/a\nExecStartPre=+/bin/sh"
+    assert any(e.startswith(label) and "control character" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("field", STRING_FIELDS)
+def test_hostile_strings_reach_the_xml_verbatim_or_are_refused_by_name(field):
+    """A value full of quotes, '&', '<' and non-ASCII letters: either the checks refuse it, naming
+    the field, or it is in the built XML exactly as given and the XML has the structure of the
+    base guest (no extra element)."""
+    value = "/mnt/vm/" + HOSTILE if field in ("nvram", "tpm_socket", "tpm_state_dir", "cdroms.path",
+                                              "disks.backing_file", "filesystems.source") else HOSTILE
+    if field == "tpm_socket":
+        value = "/mnt/vm/Tim's \"R&D\" <s> ü"
+    guests, errors = resolve([with_value(field, value)], {"pools": POOLS})
+    short = field.split(".")[-1] if field != "cdroms.path" else "cdroms[0]"
+    if errors:
+        assert all(short in e for e in errors), errors
+        return
+    base = ET.fromstring(resolve([BASE], {"pools": POOLS})[0][0]["xml"])
+    root = ET.fromstring(guests[0]["xml"])
+    assert [el.tag for el in root.iter()] == [el.tag for el in base.iter()]
+    values = [v for el in root.iter() for v in [*el.attrib.values(), el.text or ""]]
+    if field == "disks.name":
+        value = "/mnt/vm/" + value
+    if field in ("tpm_state_dir", "disks.backing_file"):  # not in the XML: the unit and the volume use them
+        assert value not in values
+    else:
+        assert value in values, (field, values)
