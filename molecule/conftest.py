@@ -56,7 +56,8 @@ def guest():
 
 # Look at the converged host first; the tests that break and repair it come last.
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_hostile_names",
-                "test_workstation_check", "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options", "test_tailscale"]
+                "test_workstation_check", "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options",
+                "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

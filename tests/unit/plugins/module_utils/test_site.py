@@ -15,6 +15,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
     FILESYSTEM_DEFAULTS,
     INTERFACE_DEFAULTS,
     TYPES,
+    guest_mac,
 )
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
@@ -77,7 +78,6 @@ def test_the_seed_site_resolves_with_xml_and_disk_paths():
 ])
 def test_collisions_and_foreign_paths_are_named(specs, message):
     if "MAC of guest a" in message:  # a's first interface gets guest_mac("a", 0)
-        from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import guest_mac
         specs[1]["interfaces"] = [{"mac": guest_mac("a", 0)}]
     errors = errors_of(specs)
     assert any(message in e for e in errors), errors
