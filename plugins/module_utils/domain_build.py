@@ -169,7 +169,10 @@ def _console(b: _Builder, devices: ET.Element, g: dict) -> None:
         b.sub(channel, "target", type="virtio", name="com.redhat.spice.0")
     if g["graphics"] != "none":
         b.sub(devices, "input", type="tablet", bus="usb")
-        graphics = b.sub(devices, "graphics", type=g["graphics"], autoport="yes", field="graphics")
+        # libvirt keeps the address in two places; both are owned, so a redefinition that opened
+        # one of them (as `virsh edit` can) is repaired in both, and libvirt accepts the result.
+        graphics = b.sub(devices, "graphics", type=g["graphics"], autoport="yes", listen=g["graphics_listen"],
+                         field="graphics_listen")
         b.sub(graphics, "listen", type="address", address=g["graphics_listen"], field="graphics_listen")
     video = b.sub(devices, "video")
     b.sub(video, "model", type=g["video"], field="video")

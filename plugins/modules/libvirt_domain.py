@@ -30,6 +30,11 @@ description:
     a UEFI guest with or without Secure Boot and enrolled keys, KVM, the TPM backend, virtiofs
     and virtiofsd.
   - A cdrom whose ISO file is missing is attached empty, with a warning, instead of failing.
+  - A console that listens on an address other than loopback gets a warning on every run.
+  - Every state a guest can be in is converged. A paused guest is resumed and a suspended (S3)
+    one woken up (also before a graceful shutdown, which they cannot hear otherwise); a guest
+    running without a persistent definition (C(virsh create)) is defined; a guest with a saved
+    state (managed save) starts from it; a crashed one is started again.
   - A guest backed by huge pages that is to run is refused, before it is defined, when the host
     has too few free pages of that size.
   - A new guest whose XML has no C(<uuid>) gets a deterministic one (a UUID5 of its name), so a
@@ -185,6 +190,7 @@ purged:
 
 import fnmatch
 import glob
+import ipaddress
 import json
 import os
 import shutil
@@ -203,6 +209,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import hugepage_errors, read_topology
 
 UUID_NAMESPACE = uuid.UUID("5b0c7a3e-4f1d-4b8e-9a52-6b7e1f0c2d11")  # kvmlab guests: uuid5(this, name)
+STATE_NAMES = {3: "paused", 7: "suspended"}  # VIR_DOMAIN_PAUSED, VIR_DOMAIN_PMSUSPENDED; others: running
 FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/bin/virtiofsd")
 PACKAGES = {  # what provides each part, per distribution family
@@ -326,6 +333,21 @@ def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
                         "and run again to insert it." % (name, path, target.get("dev") if target is not None else "?"))
 
 
+def warn_public_console(module, name: str, root: ET.Element) -> None:
+    """On every run: a console that listens beyond this host (graphics_public) has no password."""
+    for graphics in root.findall("devices/graphics"):
+        for listen in graphics.findall("listen"):
+            address = listen.get("address") or ""
+            try:
+                public = not ipaddress.ip_address(address).is_loopback
+            except ValueError:
+                continue
+            if public:
+                module.warn("guest %s: its %s console listens on %s, reachable from the network without a "
+                            "password (graphics_public). Keep 127.0.0.1 and tunnel through SSH unless this is "
+                            "what you want." % (name, graphics.get("type"), address))
+
+
 def check_hugepages(module, name: str, root: ET.Element) -> None:
     """A guest backed by huge pages starts only if the host has enough free ones."""
     if root.find("memoryBacking/hugepages") is None:
@@ -338,10 +360,30 @@ def check_hugepages(module, name: str, root: ET.Element) -> None:
         module.fail_json(msg="guest %s cannot start: %s" % (name, errors[0]))
 
 
+def wake(module, dom, name: str, actions: list) -> None:
+    """A paused or suspended (S3) guest is resumed: it is to run, or to hear an ACPI shutdown."""
+    state = dom.state()[0]
+    if state not in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+        return
+    actions.append("resume" if state == libvirt.VIR_DOMAIN_PAUSED else "wakeup")
+    if module.check_mode:
+        return
+    try:
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        else:
+            dom.pMWakeup(0)
+    except libvirt.libvirtError as exc:
+        module.fail_json(msg="guest %s is %s and did not %s: %s" % (
+            name, "paused" if state == libvirt.VIR_DOMAIN_PAUSED else "suspended",
+            actions[-1], exc), actions=actions, changed=len(actions) > 1)
+
+
 def stop(module, dom, name: str, actions: list) -> None:
     """Shut the guest down gracefully, waiting; force it off only when allowed."""
     if not dom.isActive():
         return
+    wake(module, dom, name, actions)
     actions.append("shutdown")
     if module.check_mode:
         return
@@ -446,6 +488,7 @@ def present(module, conn, dom, name: str) -> dict:
         module.fail_json(msg="guest %s: the XML names the domain %r; they must match."
                          % (name, root.findtext("name")))
     empty_missing_cdroms(module, name, root)
+    warn_public_console(module, name, root)
     result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
     if module.params["state"] == "running" and not (dom is not None and dom.isActive()):
         check_hugepages(module, name, root)  # before any change
@@ -489,6 +532,11 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
     params, actions, name = module.params, result["actions"], module.params["name"]
     current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     diffs = dx.differences(desired, current)
+    persistent = dom.isPersistent()
+    if not persistent:
+        # Running without a persistent definition (created with `virsh create`): it would vanish
+        # at its next shutdown, so it is defined, whatever else differs.
+        diffs = ["domain %s: running without a persistent definition, would be defined" % name, *diffs]
     result["differences"] = diffs
     if not diffs:
         return
@@ -507,7 +555,7 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
         merged = dx.replace_os(merged, desired)
         actions.append("reset_nvram")
     preflight(module, conn, name, ET.fromstring(merged))
-    actions.append("redefine")
+    actions.append("redefine" if persistent else "define")
     result["diff"] = {"before": dx.pretty(current), "after": dx.pretty(merged)}
     if not module.check_mode:
         # Copy first, define, and only then remove the old NVRAM (libvirt makes the new one from
@@ -516,7 +564,8 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
         try:
             conn.defineXMLFlags(merged, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
-            module.fail_json(msg="guest %s: libvirt refused the new definition: %s" % (name, exc),
+            module.fail_json(msg="guest %s: libvirt refused the new definition: %s. Nothing was changed. The "
+                                 "differences it was to repair: %s" % (name, exc, "; ".join(diffs)),
                              xml=merged, differences=diffs)
         if backup:
             os.remove(dx.nvram_path(current))
@@ -530,7 +579,8 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
     params, actions = module.params, result["actions"]
     active = bool(dom is not None and dom.isActive())
     autostart = False if dom is None else bool(dom.autostart())
-    before = "state: %s\nautostart: %s\n" % ("running" if active else "shut off", autostart)
+    shown = STATE_NAMES.get(dom.state()[0], "running") if active else "shut off"
+    before = "state: %s\nautostart: %s\n" % (shown, autostart)
     after = "state: %s\nautostart: %s\n" % ("running" if params["state"] == "running" else "shut off",
                                             params["autostart"])
     if before != after or (active and result["restart_required"] and params["allow_restart"]):
@@ -549,8 +599,11 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
             stop(module, dom, name, actions)
             active = False if module.check_mode else bool(dom.isActive())
             result["restart_required"] = False
-        if not active:
-            actions.append("start")
+        if active:
+            wake(module, dom, name, actions)
+        else:
+            saved = dom is not None and dom.hasManagedSaveImage(0)
+            actions.append("start" if not saved else "start from its saved state")
             if not module.check_mode:
                 try:
                     dom.create()

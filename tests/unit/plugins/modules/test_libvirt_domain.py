@@ -23,7 +23,8 @@ FAKE = types.SimpleNamespace(
     VIR_ERR_NO_STORAGE_VOL=0, VIR_DOMAIN_XML_INACTIVE=2, VIR_DOMAIN_DEFINE_VALIDATE=1,
     VIR_DOMAIN_UNDEFINE_MANAGED_SAVE=1, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA=2, VIR_DOMAIN_UNDEFINE_NVRAM=NVRAM,
     VIR_DOMAIN_UNDEFINE_KEEP_NVRAM=KEEP_NVRAM, VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA=16,
-    VIR_DOMAIN_UNDEFINE_TPM=TPM, VIR_DOMAIN_UNDEFINE_KEEP_TPM=KEEP_TPM)
+    VIR_DOMAIN_UNDEFINE_TPM=TPM, VIR_DOMAIN_UNDEFINE_KEEP_TPM=KEEP_TPM, VIR_DOMAIN_PAUSED=3,
+    VIR_DOMAIN_PMSUSPENDED=7)
 CAPS = """<domainCapabilities><machine>pc-q35-7.2</machine><os supported='yes'>
 <enum name='firmware'><value>efi</value></enum></os>
 <devices><tpm supported='yes'><enum name='backendModel'><value>emulator</value><value>external</value></enum></tpm>
@@ -55,8 +56,21 @@ class Module:
 
 
 class Dom:
-    def __init__(self, xml, active=False, autostart=False):
+    def __init__(self, xml, active=False, autostart=False, **state):
         self.xml, self.active, self.auto, self.calls = xml, active, autostart, []
+        self.paused = state.get("paused", False)
+        self.persistent = state.get("persistent", True)
+        self.saved = state.get("saved", False)
+
+    def state(self):
+        return [3 if self.paused else 1 if self.active else 5, 0]
+
+    def isPersistent(self):
+        return self.persistent
+
+    def resume(self):
+        self.calls.append(("resume",))
+        self.paused = False
 
     def name(self):
         return ET.fromstring(self.xml).findtext("name")
@@ -85,7 +99,7 @@ class Dom:
         self.active = False
 
     def hasManagedSaveImage(self, flags):
-        return False
+        return self.saved
 
     def undefineFlags(self, flags):
         self.calls.append(("undefineFlags", flags))
@@ -288,3 +302,32 @@ def test_hugepages_are_checked_before_any_change():
     assert conn.calls == []
     result = mod.present(Module(xml=desired, state="shutdown"), conn, None, "kali")
     assert result["actions"] == ["define"]
+
+
+def test_paused_guest_is_resumed_and_a_saved_one_restored():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True, paused=True)
+    result = mod.present(Module(xml=desired_from(current)), Conn(dom), dom, "kali")
+    assert result["actions"] == ["resume"] and dom.calls == [("resume",)]
+    assert "state: paused" in result["diff"][0]["before"]
+    dom = Dom(current, saved=True)
+    result = mod.present(Module(xml=desired_from(current)), Conn(dom), dom, "kali")
+    assert result["actions"] == ["start from its saved state"] and dom.calls == [("create",)]
+
+
+def test_paused_guest_is_resumed_before_its_graceful_shutdown():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True, paused=True)
+    with pytest.raises(Failed, match="did not shut down"):
+        mod.present(Module(xml=desired_from(current), state="shutdown"), Conn(dom), dom, "kali")
+    assert dom.calls[:2] == [("resume",), ("shutdown",)]
+
+
+def test_transient_guest_gets_a_persistent_definition():
+    current = (FIXTURES / "site-kali-libvirt9.xml").read_text()
+    dom = Dom(current, active=True, persistent=False)
+    conn = Conn(dom)
+    result = mod.present(Module(xml=desired_from(current)), conn, dom, "kali")
+    assert result["actions"] == ["define"]
+    assert result["differences"][0] == "domain kali: running without a persistent definition, would be defined"
+    assert [c[0] for c in conn.calls] == ["defineXMLFlags"]
