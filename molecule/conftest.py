@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -54,10 +55,39 @@ def guest():
     return run
 
 
+# The verify step's summary: every number is counted by the tests as their assertions pass.
+SUMMARY: collections.Counter = collections.Counter()
+SUMMARY_ROWS = [
+    ("drift cases reported by --check", "drift reported"),
+    ("drift cases repaired by the real run", "drift repaired"),
+    ("drift cases with changed=0 on the run after", "drift changed=0 after"),
+    ("bad inputs refused before any change", "bad inputs refused"),
+    ("quoted names accepted verbatim", "quoted names verbatim"),
+    ("guest states converged (paused, transient, saved)", "guest states converged"),
+    ("interrupted runs recovered", "interrupted runs recovered"),
+    ("bytes of guest data checked", "guest data bytes checked"),
+    ("bytes of guest data lost", "guest data bytes lost"),
+]
+
+
+@pytest.fixture(scope="session")
+def summary() -> collections.Counter:
+    return SUMMARY
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not SUMMARY:
+        return
+    terminalreporter.write_sep("=", "kvmlab verify summary (counted in this run)")
+    width = max(len(label) for label, _ in SUMMARY_ROWS)
+    for label, key in SUMMARY_ROWS:
+        terminalreporter.write_line("| %s | %8d |" % (label.ljust(width), SUMMARY[key]))
+
+
 # Look at the converged host first; the tests that break and repair it come last.
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_bad_input", "test_hostile_names",
-                "test_workstation_check", "test_drift", "test_guest_lifecycle", "test_new_vm", "test_storage_options",
-                "test_tailscale"]
+                "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values", "test_interrupted",
+                "test_guest_lifecycle", "test_new_vm", "test_storage_options", "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

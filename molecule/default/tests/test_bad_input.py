@@ -236,7 +236,7 @@ def ghost(host):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_fails_before_any_change(host, site, ghost, case):
+def test_bad_input_fails_before_any_change(host, site, ghost, summary, case):
     extra_vars, message = CASES[case]
     before = host.check_output(SNAPSHOT)
     run = site("-e", json.dumps(extra_vars))
@@ -247,6 +247,7 @@ def test_bad_input_fails_before_any_change(host, site, ghost, case):
     # It stopped in the checks that come first: no task ran on the host.
     assert "kvmlab.hypervisor.host : Read the host" not in run.stdout, run
     assert host.check_output(SNAPSHOT) == before
+    summary["bad inputs refused"] += 1
 
 
 def test_every_class_has_cases():

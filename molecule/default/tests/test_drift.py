@@ -71,7 +71,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_drift_is_reported_then_repaired(host, site, case):
+def test_drift_is_reported_then_repaired(host, site, summary, case):
     drift = CASES[case]
     skip = () if drift.guests else ("--skip-tags", "guests")
     host.run_test(drift.breaks)
@@ -82,14 +82,17 @@ def test_drift_is_reported_then_repaired(host, site, case):
     assert check.changed and check.changed > 0, check
     assert drift.shows in check.stdout, check
     host.run_test(drift.broken)  # the check run changed nothing
+    summary["drift reported"] += 1
 
     real = site("--diff", *skip)
     assert real.rc == 0, real
     assert real.changed > 0, real
     assert host.run(drift.broken).rc != 0, "still broken after a real run"
+    summary["drift repaired"] += 1
 
     again = site(*skip)
     assert again.rc == 0 and again.changed == 0, again
+    summary["drift changed=0 after"] += 1
 
 
 def test_reservation_modified_in_place(host, site):

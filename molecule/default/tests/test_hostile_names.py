@@ -61,7 +61,7 @@ def test_guest_with_such_names_is_defined_started_and_idempotent(host, converged
     assert second.rc == 0 and second.changed == 0, second
 
 
-def test_libvirt_holds_every_name_verbatim(host, converged):
+def test_libvirt_holds_every_name_verbatim(host, converged, summary):
     root = ET.fromstring(host.check_output(V + "dumpxml --inactive " + NAME))
     disks = root.findall("devices/disk")
     assert [d.get("device") for d in disks] == ["disk", "cdrom", "cdrom"]
@@ -71,6 +71,7 @@ def test_libvirt_holds_every_name_verbatim(host, converged):
     assert "/etc/shadow" not in ET.tostring(root, encoding="unicode")
     assert root.find("devices/tpm/backend/source").get("path") == TPM_SOCKET
     assert root.find("devices/filesystem/source").get("dir") == SHARE
+    summary["quoted names verbatim"] += 5  # disk, ISO, injection (as one missing file), TPM socket, share
 
 
 def test_qemu_opened_the_files_by_their_names(host, converged):
@@ -81,7 +82,7 @@ def test_qemu_opened_the_files_by_their_names(host, converged):
     assert host.file("/mnt/vm/" + DISK).exists
 
 
-def test_swtpm_and_virtiofsd_run_on_the_exact_paths(host, converged):
+def test_swtpm_and_virtiofsd_run_on_the_exact_paths(host, converged, summary):
     assert "dir=%s,mode=0600" % TPM_DIR in cmdline(host, "swtpm socket --tpm2")
     assert host.file(TPM_DIR).is_directory
     assert host.file(TPM_DIR).user == "tss"
@@ -96,6 +97,7 @@ def test_swtpm_and_virtiofsd_run_on_the_exact_paths(host, converged):
     shown = host.check_output("systemctl show -p RequiresMountsFor %s.service" % unit)
     # systemctl shows the list quoted, with $ escaped; '%h' stayed text, not the home directory.
     assert shown == 'RequiresMountsFor="%s"' % TPM_DIR.replace("$", "\\$")
+    summary["quoted names verbatim"] += 1  # the TPM state directory
 
 
 def test_purge_deletes_the_quoted_disk_and_nothing_else(host, guest, converged):
