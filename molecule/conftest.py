@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# The collection as Python packages (ansible_collections.kvmlab.hypervisor.*) and the shared test
+# helpers in tests/ (drift_values), for tests that compute what the site builds.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
+
 
 class SiteRun:
     def __init__(self, proc: subprocess.CompletedProcess):

@@ -14,7 +14,7 @@ drift. The rules:
 - what libvirt's XML has beyond that is ignored, except children of the kinds the spec owns
   (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs and hostdevs under
   <devices>; the pins under <cputune>; the boot order under <os>; Hyper-V enlightenments and SMM
-  under <features>; timers under <clock>; <memoryBacking> and <iothreads>; a disk driver's
+  under <features>; timers under <clock>; a console's <listen>s; <memoryBacking> and <iothreads>; a disk driver's
   iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
 - an empty desired element (such as a <cputune/> without pins) that libvirt dropped is not a
   difference;
@@ -55,9 +55,14 @@ OWNED = {
     "features": ("hyperv", "smm"),
     "hyperv": "*",
     "clock": ("timer",),
-    # Top level: the spec's memory backing (virtiofs, huge pages) and I/O threads.
-    "domain": ("memoryBacking", "iothreads"),
+    # Top level: the spec's memory backing (virtiofs, huge pages) and I/O threads, and NUMA
+    # placement, which the spec's pins own (libvirt ties <numatune placement='auto'> to
+    # <vcpu placement='auto'>: one left behind would bring the other back).
+    "domain": ("memoryBacking", "iothreads", "numatune"),
     "memoryBacking": "*",
+    # A console's addresses: one libvirt's XML has beyond the spec's (such as a <listen
+    # type='none'/> left by an edit) would keep the console off its address.
+    "graphics": ("listen",),
 }
 # Attributes the spec owns: one libvirt's XML has and the spec dropped is a difference, and
 # `merge` removes it (a disk's iothread outlives no <iothreads>).

@@ -66,3 +66,35 @@ def test_mutate_leaves_the_desired_xml_alone():
     before = copy.deepcopy(desired)
     mutate(desired, desired, drifted_values(desired)[0])
     assert desired == before
+
+
+def test_a_console_edited_to_listen_nowhere_is_repaired_in_both_places():
+    """As seen on libvirt 9: an edit left <listen type='none'/> beside the address and dropped
+    the attributes; the merged definition must hold the spec's console alone."""
+    desired = demo_xml("win11")
+    libvirt = dx.merge(desired, (FIXTURES / "site-win11-libvirt9.xml").read_text())
+    root = ET.fromstring(libvirt)
+    graphics = root.find("devices/graphics")
+    graphics.attrib = {"type": "spice"}
+    graphics.insert(0, ET.Element("listen", {"type": "none"}))
+    drifted = ET.tostring(root, encoding="unicode")
+    assert "domain/devices/graphics[spice]/listen[none]: not in the spec, would be removed" in \
+        dx.differences(desired, drifted)
+    repaired = ET.fromstring(dx.merge(desired, drifted)).find("devices/graphics")
+    assert repaired.get("listen") == "127.0.0.1" and repaired.get("autoport") == "yes"
+    assert [(el.get("type"), el.get("address")) for el in repaired.findall("listen")] == [("address", "127.0.0.1")]
+
+
+def test_numa_placement_left_by_an_edit_is_removed():
+    """libvirt adds <numatune><memory placement='auto'/></numatune> with <vcpu placement='auto'>,
+    and restores the latter from the former: both go."""
+    desired = demo_xml("kali")
+    libvirt = dx.merge(desired, (FIXTURES / "site-kali-libvirt9.xml").read_text())
+    root = ET.fromstring(libvirt)
+    root.find("vcpu").set("placement", "auto")
+    numatune = ET.SubElement(root, "numatune")
+    ET.SubElement(numatune, "memory", {"mode": "strict", "placement": "auto"})
+    drifted = ET.tostring(root, encoding="unicode")
+    assert "domain/numatune: not in the spec, would be removed" in dx.differences(desired, drifted)
+    repaired = ET.fromstring(dx.merge(desired, drifted))
+    assert repaired.find("numatune") is None and repaired.find("vcpu").get("placement") == "static"
