@@ -32,16 +32,20 @@ class SiteRun:
             self.rc, self.changed, self.stdout[-6000:], self.stderr[-3000:])
 
 
-def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: dict | None = None) -> SiteRun:
-    """Run kvmlab.hypervisor.site with this scenario's inventory (extra: more CLI arguments)."""
+def site_command(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: dict | None = None) -> tuple:
+    """The command line and environment that run kvmlab.hypervisor.site with this scenario's
+    inventory (extra: more CLI arguments)."""
     playbook = Path(sys.executable).parent / "ansible-playbook"
     # Molecule's check guard (check_no_change) is for its own check step: these runs judge
     # their predictions themselves.
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0", **(env or {}))
-    proc = subprocess.run(
-        [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook_path, *extra],
-        capture_output=True, text=True, env=env, check=False)
-    return SiteRun(proc)
+    return [str(playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], playbook_path, *extra], env
+
+
+def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: dict | None = None) -> SiteRun:
+    """Run kvmlab.hypervisor.site with this scenario's inventory (extra: more CLI arguments)."""
+    command, env = site_command(*extra, playbook_path=playbook_path, env=env)
+    return SiteRun(subprocess.run(command, capture_output=True, text=True, env=env, check=False))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ drift. The rules:
 - repeated children are matched by a key (a disk by its target dev, an interface by its MAC, a
   vcpupin by its vcpu, ...), not by position;
 - what libvirt's XML has beyond that is ignored, except children of the kinds the spec owns
-  (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs and hostdevs under
+  (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs, hostdevs and inputs under
   <devices>; the pins under <cputune>; the boot order under <os>; Hyper-V enlightenments and SMM
   under <features>; timers under <clock>; a console's <listen>s; <memoryBacking> and <iothreads>; a disk driver's
   iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
@@ -49,7 +49,7 @@ KEYS = {
 }
 # Children the spec owns, per parent: libvirt's extra ones of these kinds are differences.
 OWNED = {
-    "devices": ("disk", "interface", "filesystem", "graphics", "channel", "tpm", "hostdev"),
+    "devices": ("disk", "interface", "filesystem", "graphics", "channel", "tpm", "hostdev", "input"),
     "cputune": ("vcpupin", "emulatorpin", "iothreadpin"),
     "os": ("boot",),
     "features": ("hyperv", "smm"),
@@ -79,9 +79,14 @@ def _kind_changed(desired: ET.Element, current: ET.Element) -> bool:
     return bool(attr) and desired.get(attr) is not None and desired.get(attr) != current.get(attr)
 
 
-def _owned(parent: str, child: str) -> bool:
+# Devices libvirt adds to every guest by itself (x86's PS/2 mouse and keyboard): of an owned
+# kind, but never drift.
+IMPLICIT = {("input", ("mouse", "ps2")), ("input", ("keyboard", "ps2"))}
+
+
+def _owned(parent: str, child: ET.Element) -> bool:
     kinds = OWNED.get(parent, ())
-    return kinds == "*" or child in kinds
+    return (kinds == "*" or child.tag in kinds) and _key(child) not in IMPLICIT
 
 
 def _machine(value: str) -> str:
@@ -151,7 +156,7 @@ def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]
         taken.add(id(match))
         _compare(child, match, child_path, out)
     for child in current:
-        if _owned(desired.tag, child.tag) and id(child) not in taken:
+        if _owned(desired.tag, child) and id(child) not in taken:
             out.append("%s/%s: not in the spec, would be removed" % (path, _label(child)))
 
 
@@ -193,7 +198,7 @@ def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
             replaced[id(match)] = (copy.deepcopy(child) if _kind_changed(child, match) else _merge(child, match))
     kept = []
     for child in children:
-        if _owned(desired.tag, child.tag) and id(child) not in taken:
+        if _owned(desired.tag, child) and id(child) not in taken:
             continue
         kept.append(replaced.get(id(child), child))
     for new in added:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from guest_data import assert_kept, sums
 
 DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
 DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["guest_overrides"]
@@ -22,43 +23,6 @@ TCG = {"virt_type": "qemu", "cpu_mode": "maximum", "memory": "256M", "vcpus": 1,
 # A small BIOS guest under KVM, as kali in the demo inventory.
 KVM_BIOS = {"firmware": "bios", "cpu_mode": "custom", "cpu_model": "Nehalem", "memory": "128M", "vcpus": 1,
             "graphics": "none", "video": "none", "interfaces": []}
-
-
-# SHA-256 of a file's content that skips its holes (the seed's disks are sparse: 40G of mostly
-# nothing would take minutes to read); a hole reads as zeros, so equal files hash equal.
-SPARSE_SHA256 = """
-import hashlib, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-end = os.lseek(fd, 0, os.SEEK_END)
-digest, offset = hashlib.sha256(str(end).encode()), 0
-while offset < end:
-    try:
-        data = os.lseek(fd, offset, os.SEEK_DATA)
-    except OSError:
-        break
-    hole = os.lseek(fd, data, os.SEEK_HOLE)
-    os.lseek(fd, data, os.SEEK_SET)
-    digest.update(str(data).encode())
-    for _ in range(0, hole - data, 1 << 20):
-        digest.update(os.read(fd, min(1 << 20, hole - os.lseek(fd, 0, os.SEEK_CUR))))
-    offset = hole
-print(digest.hexdigest())
-"""
-
-
-def sums(host, *paths: str) -> dict:
-    return {p: host.check_output("python3 -c '%s' %s" % (SPARSE_SHA256, p)) for p in paths}
-
-
-def assert_kept(host, summary, before: dict) -> None:
-    """The files hash as `before`; their bytes count as checked, and as lost if they differ."""
-    after = sums(host, *before)
-    for path, digest in before.items():
-        size = int(host.check_output("stat -c %%s %s" % path))
-        summary["guest data bytes checked"] += size
-        if after[path] != digest:
-            summary["guest data bytes lost"] += size
-    assert after == before
 
 
 def wait_for(host, command: str, seconds: int = 60) -> None:

@@ -98,3 +98,19 @@ def test_numa_placement_left_by_an_edit_is_removed():
     assert "domain/numatune: not in the spec, would be removed" in dx.differences(desired, drifted)
     repaired = ET.fromstring(dx.merge(desired, drifted))
     assert repaired.find("numatune") is None and repaired.find("vcpu").get("placement") == "static"
+
+
+def test_an_input_edited_into_another_is_replaced_and_libvirts_own_are_kept():
+    """Seen on libvirt 9: the tablet edited into a virtio mouse (keeping its USB address) was
+    accepted by define and failed at the next start; the spec's tablet comes back alone."""
+    desired = demo_xml("win11")
+    libvirt = dx.merge(desired, (FIXTURES / "site-win11-libvirt9.xml").read_text())
+    root = ET.fromstring(libvirt)
+    tablet = root.find("devices/input[@type='tablet']")
+    tablet.set("type", "mouse")
+    tablet.set("bus", "virtio")
+    drifted = ET.tostring(root, encoding="unicode")
+    assert "domain/devices/input[mouse,virtio]: not in the spec, would be removed" in dx.differences(desired, drifted)
+    inputs = [(i.get("type"), i.get("bus")) for i in ET.fromstring(dx.merge(desired, drifted)).findall("devices/input")]
+    assert ("mouse", "virtio") not in inputs and ("tablet", "usb") in inputs
+    assert ("mouse", "ps2") in inputs and ("keyboard", "ps2") in inputs
