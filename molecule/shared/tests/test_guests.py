@@ -190,3 +190,16 @@ def test_win11_pins_come_from_the_topology(host):
     assert "CPU Affinity:   " + mask in host.check_output(V + "vcpuinfo win11")
     for name in ("arch", "kali"):
         assert affinity(host, "vcpupin " + name)["0"] == "0-%d" % max(online)
+
+
+def test_qemu_and_swtpm_run_unprivileged(host):
+    """Every QEMU runs as libvirt-qemu, never root; the external swtpm as tss; and the guests'
+    NVRAM and TPM state are readable by no one else."""
+    qemu = host.check_output("ps -o uid= -C qemu-system-x86_64").split()
+    assert len(qemu) == len(GUESTS), qemu
+    assert set(qemu) == {host.check_output("id -u libvirt-qemu")} != {"0"}, qemu
+    assert set(host.check_output("ps -o uid= -C swtpm").split()) == {host.check_output("id -u tss")}
+    for path in ("/mnt/vm/win11_SECURE_VARS.fd", "/var/lib/libvirt/qemu/nvram/arch_VARS.fd",
+                 "/mnt/vm/tpm/tpm2-00.permall"):
+        assert host.file(path).mode & 0o077 == 0, path
+    assert host.file("/mnt/vm/tpm/tpm2-00.permall").user == "tss"
