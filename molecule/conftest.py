@@ -72,7 +72,7 @@ SUMMARY_ROWS = [
     ("drift cases with changed=0 on the run after", "drift changed=0 after"),
     ("bad inputs refused before any change", "bad inputs refused"),
     ("quoted names accepted verbatim", "quoted names verbatim"),
-    ("guest states converged (paused, transient, saved)", "guest states converged"),
+    ("guest states converged (paused, transient, saved, busy TPM)", "guest states converged"),
     ("interrupted runs recovered", "interrupted runs recovered"),
     ("bytes of guest data checked", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),

@@ -65,8 +65,9 @@ OWNED = {
     "graphics": ("listen",),
 }
 # Attributes the spec owns: one libvirt's XML has and the spec dropped is a difference, and
-# `merge` removes it (a disk's iothread outlives no <iothreads>).
-OWNED_ATTRIBUTES = {"driver": ("iothread",)}
+# `merge` removes it (a disk's iothread outlives no <iothreads>; a console password set by hand
+# goes when the spec has none).
+OWNED_ATTRIBUTES = {"driver": ("iothread",), "graphics": ("passwd",)}
 
 
 # Elements whose kind is set by an attribute: when it changes, libvirt's additions for the old kind

@@ -43,6 +43,7 @@ DEFAULTS = {
     "graphics": "spice",
     "graphics_listen": "127.0.0.1",
     "graphics_public": False,
+    "graphics_password": None,
     "video": "virtio",
     "filesystems": [],
     "windows": False,
@@ -75,6 +76,7 @@ TYPES = {
     "cpu_model": str, "cpu_threads": int, "firmware": str, "secure_boot": bool, "enrolled_keys": bool,
     "nvram": str, "tpm": str, "tpm_model": str, "tpm_socket": str, "tpm_state_dir": str, "disks": list,
     "cdroms": list, "interfaces": list, "graphics": str, "graphics_listen": str, "graphics_public": bool,
+    "graphics_password": str,
     "video": str, "filesystems": list, "windows": bool, "cpu_pinning": (str, int), "cpu_pins": dict,
     "emulator_pins": (str, int), "cpu_housekeeping": (str, int), "numa_strict": bool, "iothreads": int,
     "hugepages": (bool, int), "boot": list, "autostart": bool, "state": str, "shutdown_timeout": int,
@@ -391,7 +393,12 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
 def _graphics(g: dict, errors: list, var: str) -> None:
     """The console listens on an IP address; anything but loopback is an explicit choice."""
     if g["graphics"] == "none":
+        if g["graphics_password"]:
+            errors.append("%s.graphics_password: this guest has no console (graphics: none)." % var)
         return
+    if g["graphics"] == "vnc" and g["graphics_password"] and len(g["graphics_password"]) > 8:
+        errors.append("%s.graphics_password: VNC uses at most 8 characters of a password; give one of 8 or fewer, "
+                      "or use spice." % var)
     try:
         address = ipaddress.ip_address(g["graphics_listen"])
     except ValueError:
@@ -399,8 +406,9 @@ def _graphics(g: dict, errors: list, var: str) -> None:
                       % (var, g["graphics_listen"]))
         return
     if not address.is_loopback and not g["graphics_public"]:
-        errors.append("%s.graphics_listen: %s puts the %s console, which has no password, on the network; keep "
-                      "127.0.0.1 and tunnel through SSH, or set graphics_public: true." % (var, address, g["graphics"]))
+        errors.append("%s.graphics_listen: %s puts the %s console on the network%s; keep 127.0.0.1 and tunnel "
+                      "through SSH, or set graphics_public: true." % (
+                          var, address, g["graphics"], "" if g["graphics_password"] else ", with no password"))
 
 
 def _sizing(g: dict, errors: list, var: str) -> None:

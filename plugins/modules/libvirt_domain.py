@@ -31,6 +31,9 @@ description:
     and virtiofsd.
   - A cdrom whose ISO file is missing is attached empty, with a warning, instead of failing.
   - A console that listens on an address other than loopback gets a warning on every run.
+  - Before a start, each external TPM's swtpm must answer on its control socket within 10 s;
+    otherwise (another process holds swtpm's one control connection, on which QEMU would wait
+    without limit) the module fails, naming the guest and the socket.
   - Every state a guest can be in is converged. A paused guest is resumed and a suspended (S3)
     one woken up (also before a graceful shutdown, which they cannot hear otherwise); a guest
     running without a persistent definition (C(virsh create)) is defined; a guest with a saved
@@ -104,6 +107,11 @@ options:
         nothing is deleted or undefined.
     type: bool
     default: false
+  graphics_password:
+    description:
+      - The console's password (libvirt's C(passwd) of every C(<graphics>)). Not logged; shown
+        as C(********) in differences and diffs. Without it, a password set by hand is removed.
+    type: str
   owned_paths:
     description:
       - The files the guest's spec names as its own (its disks, its NVRAM file), as the
@@ -193,7 +201,9 @@ import glob
 import ipaddress
 import json
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -209,6 +219,8 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import hugepage_errors, read_topology
 
 UUID_NAMESPACE = uuid.UUID("5b0c7a3e-4f1d-4b8e-9a52-6b7e1f0c2d11")  # kvmlab guests: uuid5(this, name)
+TPM_PROBE_SECONDS = 10
+TPM_GET_CAPABILITY = b"\x00\x00\x00\x01"  # swtpm's control channel: CMD_GET_CAPABILITY
 STATE_NAMES = {3: "paused", 7: "suspended"}  # VIR_DOMAIN_PAUSED, VIR_DOMAIN_PMSUSPENDED; others: running
 FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/bin/virtiofsd")
@@ -333,6 +345,40 @@ def empty_missing_cdroms(module, name: str, root: ET.Element) -> None:
                         "and run again to insert it." % (name, path, target.get("dev") if target is not None else "?"))
 
 
+def hide_password(text: str) -> str:
+    """A console password (libvirt's passwd attribute, or its value in a difference) as ********."""
+    text = re.sub(r"""(passwd=)(['"]).*?\2""", r"\1\2********\2", text)
+    return re.sub(r"(@passwd: ).*", r"\1'********' -> '********'", text)
+
+
+def check_tpm_sockets(module, name: str, xml: str, actions: list) -> None:
+    """Before a start: each external TPM's swtpm answers on its control socket within a bound.
+    swtpm serves one control connection at a time; QEMU waits, without limit, for one another
+    process holds."""
+    for source in ET.fromstring(xml).findall("devices/tpm/backend[@type='external']/source"):
+        path = source.get("path")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(TPM_PROBE_SECONDS)
+        try:
+            probe.connect(path)
+            probe.sendall(TPM_GET_CAPABILITY)
+            reply = probe.recv(4)
+        except TimeoutError:
+            module.fail_json(msg="guest %s was not started: its TPM socket %s did not answer within %g s. Another "
+                                 "process holds swtpm's one control connection (a second QEMU?); find it with "
+                                 "`ss -xp | grep %s`." % (name, path, TPM_PROBE_SECONDS, path),
+                             actions=actions, changed=len(actions) > 1)
+        except OSError as exc:
+            module.fail_json(msg="guest %s was not started: its TPM socket %s does not accept connections (%s); "
+                                 "is kvmlab-swtpm-%s.socket running?" % (name, path, exc, name),
+                             actions=actions, changed=len(actions) > 1)
+        finally:
+            probe.close()
+        if not reply:
+            module.fail_json(msg="guest %s was not started: swtpm closed its TPM socket %s without answering."
+                             % (name, path), actions=actions, changed=len(actions) > 1)
+
+
 def warn_public_console(module, name: str, root: ET.Element) -> None:
     """On every run: a console that listens beyond this host (graphics_public) has no password."""
     for graphics in root.findall("devices/graphics"):
@@ -343,9 +389,10 @@ def warn_public_console(module, name: str, root: ET.Element) -> None:
             except ValueError:
                 continue
             if public:
-                module.warn("guest %s: its %s console listens on %s, reachable from the network without a "
-                            "password (graphics_public). Keep 127.0.0.1 and tunnel through SSH unless this is "
-                            "what you want." % (name, graphics.get("type"), address))
+                module.warn("guest %s: its %s console listens on %s, reachable from the network %s "
+                            "(graphics_public). Keep 127.0.0.1 and tunnel through SSH unless this is what you "
+                            "want." % (name, graphics.get("type"), address,
+                                       "behind its password" if graphics.get("passwd") else "without a password"))
 
 
 def check_hugepages(module, name: str, root: ET.Element) -> None:
@@ -488,6 +535,9 @@ def present(module, conn, dom, name: str) -> dict:
         module.fail_json(msg="guest %s: the XML names the domain %r; they must match."
                          % (name, root.findtext("name")))
     empty_missing_cdroms(module, name, root)
+    if module.params["graphics_password"]:
+        for graphics in root.findall("devices/graphics"):
+            graphics.set("passwd", module.params["graphics_password"])
     warn_public_console(module, name, root)
     result = {"changed": False, "actions": [], "differences": [], "restart_required": False}
     if module.params["state"] == "running" and not (dom is not None and dom.isActive()):
@@ -530,14 +580,15 @@ def define_new(module, conn, root: ET.Element, result: dict):
 
 def redefine(module, conn, dom, desired: str, result: dict) -> None:
     params, actions, name = module.params, result["actions"], module.params["name"]
-    current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    # SECURE: with the console's password, so that a changed or removed password is a difference.
+    current = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
     diffs = dx.differences(desired, current)
     persistent = dom.isPersistent()
     if not persistent:
         # Running without a persistent definition (created with `virsh create`): it would vanish
         # at its next shutdown, so it is defined, whatever else differs.
         diffs = ["domain %s: running without a persistent definition, would be defined" % name, *diffs]
-    result["differences"] = diffs
+    result["differences"] = diffs = [hide_password(d) for d in diffs]
     if not diffs:
         return
     old_kind, new_kind = dx.firmware(current), dx.firmware(desired)
@@ -556,7 +607,7 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
         actions.append("reset_nvram")
     preflight(module, conn, name, ET.fromstring(merged))
     actions.append("redefine" if persistent else "define")
-    result["diff"] = {"before": dx.pretty(current), "after": dx.pretty(merged)}
+    result["diff"] = {"before": hide_password(dx.pretty(current)), "after": hide_password(dx.pretty(merged))}
     if not module.check_mode:
         # Copy first, define, and only then remove the old NVRAM (libvirt makes the new one from
         # the new template at the next start): a refused definition loses nothing.
@@ -566,7 +617,7 @@ def redefine(module, conn, dom, desired: str, result: dict) -> None:
         except libvirt.libvirtError as exc:
             module.fail_json(msg="guest %s: libvirt refused the new definition: %s. Nothing was changed. The "
                                  "differences it was to repair: %s" % (name, exc, "; ".join(diffs)),
-                             xml=merged, differences=diffs)
+                             xml=hide_password(merged), differences=diffs)
         if backup:
             os.remove(dx.nvram_path(current))
             result["nvram_backup"] = backup
@@ -605,6 +656,7 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
             saved = dom is not None and dom.hasManagedSaveImage(0)
             actions.append("start" if not saved else "start from its saved state")
             if not module.check_mode:
+                check_tpm_sockets(module, name, dom.XMLDesc(0), actions)
                 try:
                     dom.create()
                 except libvirt.libvirtError as exc:
@@ -631,6 +683,7 @@ def main() -> None:
             "reset_nvram": {"type": "bool", "default": False},
             "purge": {"type": "bool", "default": False},
             "owned_paths": {"type": "list", "elements": "str", "default": []},
+            "graphics_password": {"type": "str", "no_log": True},
             **URI_OPTION,
         },
         required_if=[("state", "running", ["xml"]), ("state", "shutdown", ["xml"])],

@@ -4,6 +4,8 @@ the guest back to its spec (running, defined), and the next run changes nothing.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 V = "virsh -c qemu:///system "
@@ -35,16 +37,49 @@ def test_guest_state_is_converged(host, site, summary, case):
     summary["guest states converged"] += 1
 
 
-def test_public_console_is_warned_on_every_run(host, guest, summary):
+def test_public_console_is_warned_and_its_password_never_shown(host, guest, summary):
     spec = {"name": "pubcon", "firmware": "bios", "cpu_mode": "custom", "cpu_model": "Nehalem", "memory": "128M",
             "vcpus": 1, "interfaces": [], "graphics": "vnc", "graphics_listen": "0.0.0.0", "graphics_public": True,
-            "state": "shutdown"}
+            "graphics_password": "s3cret", "state": "shutdown"}
     try:
-        for _ in range(2):
-            run = guest(spec)
-            assert run.rc == 0, run
-            assert "its vnc console listens on 0.0.0.0, reachable from the network without a password" in \
+        for expected_changes in (1, 0):
+            run = guest(spec, "--diff", "-v")
+            assert run.rc == 0 and run.changed == expected_changes, run
+            assert "its vnc console listens on 0.0.0.0, reachable from the network behind its password" in \
                 run.stdout + run.stderr, run
+            assert "s3cret" not in run.stdout + run.stderr, run
+        secure = host.check_output(V + "dumpxml --inactive --security-info pubcon")
+        assert "passwd='s3cret'" in secure
+        # Without the password in the spec, the one set goes; its value is not shown either.
+        run = guest(dict(spec, graphics_password=None), "--diff", "-v")
+        assert run.rc == 0 and run.changed == 1, run
+        assert "s3cret" not in run.stdout + run.stderr and "********" in run.stdout, run
+        assert "without a password" in run.stdout + run.stderr, run
+        assert "passwd=" not in host.check_output(V + "dumpxml --inactive --security-info pubcon")
         summary["public console warnings"] += 1
     finally:
         guest(dict(spec, state="absent"))
+
+
+def test_a_busy_tpm_socket_fails_the_start_in_bounded_time(host, site, summary):
+    """win11 stopped, and another client holding swtpm's one control connection: the start is
+    refused within the probe's bound, naming the guest and the socket, instead of QEMU waiting
+    without limit. Once the holder is gone, the next run starts win11."""
+    host.run_test(V + "destroy win11")
+    holder = ("nohup python3 -c \"import socket, time; s = socket.socket(socket.AF_UNIX); "
+              "s.connect('/mnt/vm/swtpm-sock'); time.sleep(300)\" >/dev/null 2>&1 & echo $!")
+    pid = host.check_output(holder)
+    try:
+        started = time.monotonic()
+        run = site("--tags", "guests")
+        assert run.rc != 0, run
+        assert "guest win11 was not started: its TPM socket /mnt/vm/swtpm-sock did not answer within 10 s" in \
+            run.stdout + run.stderr, run
+        assert time.monotonic() - started < 90, "the run waited too long"
+        assert host.check_output(V + "domstate win11") == "shut off"
+    finally:
+        host.run("kill %s" % pid)
+    run = site("--tags", "guests")
+    assert run.rc == 0 and run.changed == 1, run
+    assert host.check_output(V + "domstate win11") == "running"
+    summary["guest states converged"] += 1

@@ -192,7 +192,21 @@ def test_hostile_strings_reach_the_xml_verbatim_or_are_refused_by_name(field):
     values = [v for el in root.iter() for v in [*el.attrib.values(), el.text or ""]]
     if field == "disks.name":
         value = "/mnt/vm/" + value
-    if field in ("tpm_state_dir", "disks.backing_file"):  # not in the XML: the unit and the volume use them
+    if field in ("tpm_state_dir", "disks.backing_file", "graphics_password"):
+        # Not in the XML: the swtpm unit, the volume and the module (no_log) use them.
         assert value not in values
     else:
         assert value in values, (field, values)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"graphics": "vnc", "graphics_password": "123456789"}, "guest_spec[q].graphics_password: VNC uses at most 8"),
+    ({"graphics": "none", "graphics_password": "x"}, "guest_spec[q].graphics_password: this guest has no console"),
+    ({"graphics_listen": "192.168.1.5"}, "guest_spec[q].graphics_listen: 192.168.1.5 puts the spice console on the "
+                                         "network, with no password; keep 127.0.0.1"),
+])
+def test_console_mistakes_are_named(fields, message):
+    errors = errors_of([dict(small("q"), **fields)])
+    assert any(e.startswith(message) for e in errors), errors
+    assert errors_of([dict(small("q"), graphics_listen="192.168.1.5", graphics_public=True,
+                           graphics_password="s3cret")]) == []

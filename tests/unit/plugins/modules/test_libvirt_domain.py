@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -24,7 +27,7 @@ FAKE = types.SimpleNamespace(
     VIR_DOMAIN_UNDEFINE_MANAGED_SAVE=1, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA=2, VIR_DOMAIN_UNDEFINE_NVRAM=NVRAM,
     VIR_DOMAIN_UNDEFINE_KEEP_NVRAM=KEEP_NVRAM, VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA=16,
     VIR_DOMAIN_UNDEFINE_TPM=TPM, VIR_DOMAIN_UNDEFINE_KEEP_TPM=KEEP_TPM, VIR_DOMAIN_PAUSED=3,
-    VIR_DOMAIN_PMSUSPENDED=7)
+    VIR_DOMAIN_PMSUSPENDED=7, VIR_DOMAIN_XML_SECURE=1)
 CAPS = """<domainCapabilities><machine>pc-q35-7.2</machine><os supported='yes'>
 <enum name='firmware'><value>efi</value></enum></os>
 <devices><tpm supported='yes'><enum name='backendModel'><value>emulator</value><value>external</value></enum></tpm>
@@ -43,6 +46,7 @@ class Module:
     def __init__(self, check_mode=False, **params):
         self.params = dict(name="kali", xml=None, state="running", autostart=False, shutdown_timeout=1,
                            force_stop=False, allow_restart=False, reset_nvram=False, purge=False, owned_paths=[],
+                           graphics_password=None,
                            uri="x")
         self.params.update(params)
         self.check_mode = check_mode
@@ -331,3 +335,53 @@ def test_transient_guest_gets_a_persistent_definition():
     assert result["actions"] == ["define"]
     assert result["differences"][0] == "domain kali: running without a persistent definition, would be defined"
     assert [c[0] for c in conn.calls] == ["defineXMLFlags"]
+
+
+TPM_XML = """<domain><name>w</name><devices><tpm model='tpm-crb'><backend type='external'>
+<source type='unix' mode='connect' path='%s'/></backend></tpm></devices></domain>"""
+
+
+def test_a_busy_tpm_socket_fails_the_start_within_its_bound(tmp_path, monkeypatch):
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(str(tmp_path / "busy"))
+    busy.listen(1)  # a swtpm busy with another client: connections wait, nothing answers
+    monkeypatch.setattr(mod, "TPM_PROBE_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(Failed, match=r"its TPM socket .*busy did not answer within 0.5 s"):
+        mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "busy"), ["start"])
+    assert time.monotonic() - started < 5
+    busy.close()
+
+    ready = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ready.bind(str(tmp_path / "ready"))
+    ready.listen(1)
+
+    def answer():
+        conn, _ = ready.accept()
+        conn.recv(4)
+        conn.sendall(b"\x00\x00\x00\x3f")
+        conn.close()
+    threading.Thread(target=answer, daemon=True).start()
+    mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "ready"), ["start"])  # answered: no failure
+    ready.close()
+    with pytest.raises(Failed, match="does not accept connections"):
+        mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "missing"), ["start"])
+
+
+def test_console_password_is_set_compared_and_never_shown():
+    current = (FIXTURES / "site-arch-libvirt9.xml").read_text()
+    dom = Dom(current, active=True)
+    conn = Conn(dom)
+    module = Module(name="arch", xml=desired_from(current), state="running", graphics_password="s3cret")
+    result = mod.present(module, conn, dom, "arch")
+    assert result["actions"] == ["redefine"] and result["restart_required"]
+    defined = ET.fromstring(conn.calls[0][1])
+    assert defined.find("devices/graphics").get("passwd") == "s3cret"
+    shown = repr(result["differences"]) + repr(result["diff"])
+    assert "s3cret" not in shown and "********" in shown
+    # Set by hand, it goes when the spec has none; its value is not shown either.
+    dom = Dom(current.replace("<graphics type='spice'", "<graphics type='spice' passwd='byhand'"), active=True)
+    conn = Conn(dom)
+    result = mod.present(Module(name="arch", xml=desired_from(current)), conn, dom, "arch")
+    assert ET.fromstring(conn.calls[0][1]).find("devices/graphics").get("passwd") is None
+    assert "byhand" not in repr(result["differences"]) + repr(result["diff"])
