@@ -88,7 +88,7 @@ def pytest_terminal_summary(terminalreporter):
     if not SUMMARY:
         return
     terminalreporter.write_sep("=", "kvmlab verify summary (counted in this run)")
-    width = max(len(label) for label, _ in SUMMARY_ROWS)
+    width = max(len(row[0]) for row in SUMMARY_ROWS)
     for label, key in SUMMARY_ROWS:
         terminalreporter.write_line("| %s | %8d |" % (label.ljust(width), SUMMARY[key]))
 

@@ -38,12 +38,6 @@ def override(guest: str, **fields) -> dict:
     return {"guest_overrides": dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})}
 
 
-def overrides(**guests) -> dict:
-    """Several guests changed at once, for collisions."""
-    return {"guest_overrides": dict(DEMO_OVERRIDES, **{g: dict(DEMO_OVERRIDES.get(g, {}), **f)
-                                                        for g, f in guests.items()})}
-
-
 NET = {"name": "default", "bridge": "virbr0", "forward": "nat", "address": "192.168.122.1", "prefix": 24,
        "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"}}
 OTHER_NET = {"name": "lab", "bridge": "virbr9", "forward": "nat", "address": "192.168.130.1", "prefix": 24}
@@ -113,11 +107,11 @@ CASES = {
             DEMO_OVERRIDES["kali"], name="kali\n")}},
         "guest_spec['kali\\n'].name: 'kali\\n' holds the control character '\\n'"),
     "newline in the TPM state directory": (
-        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm-kali\nExecStartPre=+/bin/touch /x")),
+        override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm-kali\nExecStartPre=+/bin/touch /x"}),
         "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm-kali\\nExecStartPre=+/bin/touch /x' holds the control "
         "character '\\n'"),
     "comma in the TPM state directory": (
-        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm,kali")),
+        override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm,kali"}),
         "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm,kali' holds ','"),
     "tab in a cdrom path": (
         override("kali", cdroms=["/mnt/vm/iso/kali\t.iso"]),
@@ -144,10 +138,10 @@ CASES = {
         override("arch", nvram="/etc/shadow"),
         "guest_spec[arch].nvram: /etc/shadow lies outside the storage mount, the pools and libvirt's directories"),
     "TPM state outside the guest data": (
-        override("kali", **dict(KALI_TPM, tpm_state_dir="/root/tpm")),
+        override("kali", **{**KALI_TPM, "tpm_state_dir": "/root/tpm"}),
         "guest_spec[kali].tpm_state_dir: /root/tpm lies outside the storage mount"),
     "TPM socket path too long": (
-        override("kali", **dict(KALI_TPM, tpm_socket="/mnt/vm/" + "s" * 100)),
+        override("kali", **{**KALI_TPM, "tpm_socket": "/mnt/vm/" + "s" * 100}),
         "guest_spec[kali].tpm_socket: '/mnt/vm/sss"),
     "relative cdrom": (
         override("kali", cdroms=["kali.iso"]), "guest_spec[kali].cdroms[0]: 'kali.iso' is not an absolute path"),
@@ -177,10 +171,10 @@ CASES = {
         override("arch", nvram="/mnt/vm/win11_SECURE_VARS.fd"),
         "guest_spec[arch].nvram: /mnt/vm/win11_SECURE_VARS.fd is already the NVRAM file of guest win11"),
     "TPM socket of two guests": (
-        override("kali", **dict(KALI_TPM, tpm_socket="/mnt/vm/swtpm-sock")),
+        override("kali", **{**KALI_TPM, "tpm_socket": "/mnt/vm/swtpm-sock"}),
         "guest_spec[kali].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest win11"),
     "TPM state of two guests": (
-        override("kali", **dict(KALI_TPM, tpm_state_dir="/mnt/vm/tpm")),
+        override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm"}),
         "guest_spec[kali].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest win11"),
     "MAC of two guests": (
         override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": WIN11_MAC}]),
