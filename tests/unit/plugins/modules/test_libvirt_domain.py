@@ -225,11 +225,16 @@ def test_reset_nvram_backs_up_then_defines_the_new_firmware(tmp_path):
         "secure-boot": "no", "enrolled-keys": "no"}
 
 
-def test_absent_keeps_disks_nvram_and_tpm(tmp_path):
+def kali_with_disk(tmp_path) -> tuple:
+    """A disk file with data, and kali's libvirt XML using it."""
     disk = tmp_path / "kali.qcow2"
     disk.write_bytes(b"data")
-    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
+    return disk, (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+
+
+def test_absent_keeps_disks_nvram_and_tpm(tmp_path):
+    disk, current = kali_with_disk(tmp_path)
     dom = Dom(current)
     result = mod.absent(Module(state="absent"), Conn(dom), dom, "kali")
     assert result["actions"] == ["undefine"]
@@ -239,10 +244,7 @@ def test_absent_keeps_disks_nvram_and_tpm(tmp_path):
 
 
 def test_purge_deletes_the_disks(tmp_path):
-    disk = tmp_path / "kali.qcow2"
-    disk.write_bytes(b"data")
-    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
-        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+    disk, current = kali_with_disk(tmp_path)
     dom = Dom(current)
     result = mod.absent(Module(state="absent", purge=True, owned_paths=[str(disk)]), Conn(dom), dom, "kali")
     (_call, flags), = dom.calls
@@ -251,10 +253,7 @@ def test_purge_deletes_the_disks(tmp_path):
 
 
 def test_purge_deletes_nothing_its_spec_does_not_name_or_another_guest_uses(tmp_path):
-    disk = tmp_path / "kali.qcow2"
-    disk.write_bytes(b"data")
-    current = (FIXTURES / "site-kali-libvirt9.xml").read_text().replace(
-        "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2", str(disk))
+    disk, current = kali_with_disk(tmp_path)
     dom = Dom(current)
     # A definition drifted to a file the spec does not name (as `virsh edit` could do it).
     with pytest.raises(Failed, match="is not one of the files its spec names"):
