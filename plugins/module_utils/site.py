@@ -245,5 +245,8 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
         _pins(guests, labels, topology, errors)
     if not errors:
         for g in guests:
-            g["xml"] = domain_xml(g) if g["state"] != "absent" else None
+            try:
+                g["xml"] = domain_xml(g) if g["state"] != "absent" else None
+            except ValueError as exc:  # a value the checks let through that XML cannot carry
+                errors.append("%s: %s" % (labels[g["name"]], exc))
     return guests, errors

@@ -4,11 +4,17 @@ the guest back to its spec (running, defined), and the next run changes nothing.
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 V = "virsh -c qemu:///system "
+DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
+                      .read_text())["guest_overrides"]
 # kali: the demo's BIOS guest under KVM, cheap to pause, save and restore.
 CASES = {
     "paused": (V + "suspend kali", V + "domstate kali | grep -qx paused", "resume"),
@@ -82,4 +88,26 @@ def test_a_busy_tpm_socket_fails_the_start_in_bounded_time(host, site, summary):
     run = site("--tags", "guests")
     assert run.rc == 0 and run.changed == 1, run
     assert host.check_output(V + "domstate win11") == "running"
+    summary["guest states converged"] += 1
+
+
+def test_a_guest_libvirt_refuses_does_not_stop_the_others(host, site, summary):
+    """kali asks for more vCPUs than the q35 machine takes (the spec checks pass, libvirt refuses
+    the definition) while arch gets more memory: kali's failure carries libvirt's message and
+    the differences, arch is still converged, and the task fails at the end."""
+    more = {"guest_overrides": dict(DEMO, kali=dict(DEMO["kali"], vcpus=512),
+                                    arch=dict(DEMO.get("arch", {}), memory="2560M"))}
+    kali_before = host.check_output(V + "dumpxml --inactive kali")
+    try:
+        run = site("--tags", "guests", "-e", json.dumps(more))
+        out = run.stdout + run.stderr
+        assert run.rc != 0 and run.failed == 1, run
+        assert "guest kali: libvirt refused the new definition:" in out, run
+        assert "The differences it was to repair: domain/vcpu: '2' -> '512'" in out, run
+        assert re.search(r"changed: \[[^]]+\] => \(item=arch\)", out), run
+        assert "<memory unit='KiB'>2621440</memory>" in host.check_output(V + "dumpxml --inactive arch")
+        assert host.check_output(V + "dumpxml --inactive kali") == kali_before
+    finally:
+        restored = site("--tags", "guests")
+    assert restored.rc == 0, restored
     summary["guest states converged"] += 1

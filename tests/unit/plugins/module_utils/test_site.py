@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import site as site_module
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
     CDROM_DEFAULTS,
     DEFAULTS,
@@ -16,6 +17,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
     INTERFACE_DEFAULTS,
     TYPES,
     guest_mac,
+    normalize,
 )
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
@@ -210,3 +212,13 @@ def test_console_mistakes_are_named(fields, message):
     assert any(e.startswith(message) for e in errors), errors
     assert errors_of([dict(small("q"), graphics_listen="192.168.1.5", graphics_public=True,
                            graphics_password="s3cret")]) == []
+
+
+def test_a_value_xml_cannot_carry_is_an_error_naming_guest_and_field(monkeypatch):
+    """Should a check ever let such a value through, the builder's refusal is a named mistake,
+    not a parse error or a traceback."""
+    monkeypatch.setattr(site_module, "normalize", lambda spec, label: (dict(normalize(spec, label)[0],
+                                                                              cpu_model="a\x01b"), []))
+    errors = resolve([small("a", cpu_mode="custom", cpu_model="x")], {"pools": POOLS})[1]
+    assert errors == ["guest_spec[a]: guest a: cpu_model holds a character that cannot go into its libvirt XML: "
+                      "'a\\x01b'"]
