@@ -217,8 +217,10 @@ def test_console_mistakes_are_named(fields, message):
 def test_a_value_xml_cannot_carry_is_an_error_naming_guest_and_field(monkeypatch):
     """Should a check ever let such a value through, the builder's refusal is a named mistake,
     not a parse error or a traceback."""
-    monkeypatch.setattr(site_module, "normalize", lambda spec, label: (dict(normalize(spec, label)[0],
-                                                                              cpu_model="a\x01b"), []))
+    def lax(spec, label):
+        return dict(normalize(spec, label)[0], cpu_model="a\x01b"), []
+
+    monkeypatch.setattr(site_module, "normalize", lax)
     errors = resolve([small("a", cpu_mode="custom", cpu_model="x")], {"pools": POOLS})[1]
     assert errors == ["guest_spec[a]: guest a: cpu_model holds a character that cannot go into its libvirt XML: "
                       "'a\\x01b'"]
