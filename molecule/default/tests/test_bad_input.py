@@ -205,7 +205,8 @@ CASES = {
     # -- the console
     "console on every address without opting in": (
         override("arch", graphics_listen="0.0.0.0"),
-        "guest_spec[arch].graphics_listen: 0.0.0.0 puts the spice console, which has no password, on the network"),
+        "guest_spec[arch].graphics_listen: 0.0.0.0 puts the spice console on the network, with no password; "
+        "keep 127.0.0.1"),
     "console address that is a name": (
         override("arch", graphics_listen="localhost"), "guest_spec[arch].graphics_listen: 'localhost' is not an IP"),
 }
