@@ -74,7 +74,7 @@ SUMMARY_ROWS = [
     ("quoted names accepted verbatim", "quoted names verbatim"),
     ("guest states converged (paused, transient, saved, busy TPM)", "guest states converged"),
     ("interrupted runs recovered", "interrupted runs recovered"),
-    ("bytes of guest data checked", "guest data bytes checked"),
+    ("bytes of guest data compared (apparent sizes)", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),
 ]
 
