@@ -96,6 +96,7 @@ IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
 # some of them). A share gives the guest write access to the directory as root would have it.
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run", "/sbin",
                "/sys", "/usr", "/var/lib/libvirt", "/var/log")
+SECRETS = ("graphics_password",)  # never shown in a message
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 CHOICES = {
     "virt_type": ("kvm", "qemu"),
@@ -364,7 +365,13 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
     for key in sorted(set(spec) - set(DEFAULTS)):
         errors.append("%s.%s: unknown field; see `ansible-doc -t role kvmlab.hypervisor.guest` for the fields."
                       % (var, key))
-    errors += text_errors({k: v for k, v in spec.items() if k in DEFAULTS}, var)
+    errors += text_errors({k: v for k, v in spec.items() if k in DEFAULTS and k not in SECRETS}, var)
+    for key in SECRETS:  # checked the same way, never shown
+        value = spec.get(key)
+        if value is not None and (_type_error(value, TYPES[key], var) or text_errors(value, var)):
+            errors.append("%s.%s: must be a string without control characters (its value is not shown)."
+                          % (var, key))
+            spec = dict(spec, **{key: None})
     g = dict(DEFAULTS)
     g.update({k: v for k, v in spec.items() if v is not None and k in DEFAULTS})
     _typed(g, DEFAULTS, errors, var)

@@ -90,7 +90,14 @@ def _files(g: dict) -> list[tuple]:
 
 
 def _locations(g: dict, label: str, roots: list, errors: list) -> None:
-    """NVRAM and TPM state where the site keeps guest data, unless the spec opts out."""
+    """NVRAM and TPM state where the site keeps guest data, unless the spec opts out; the TPM
+    state directory one of the guest's own (swtpm's unit hands it to tss at every start)."""
+    state = g["tpm_state_dir"] if g["tpm"] == "external" else None
+    held = [root for root in roots if isinstance(state, str) and _under(root, [state])]
+    if held:
+        errors.append("%s.tpm_state_dir: %s is or holds %s, which swtpm's unit would hand to tss; give the TPM "
+                      "state a directory of its own, such as %s/tpm/%s."
+                      % (label, state, held[0], roots[0].rstrip("/") if roots else "/mnt/vm", g["name"]))
     if g["allow_foreign_paths"]:
         return
     fields = [("nvram", g["nvram"])] if g["firmware"] == "uefi" and g["nvram"] else []
@@ -104,7 +111,8 @@ def _locations(g: dict, label: str, roots: list, errors: list) -> None:
 
 
 def _exposure(g: dict, label: str, owned: dict, errors: list) -> None:
-    """A cdrom must not be another guest's file; a share must not hold guest data."""
+    """A cdrom must not be another guest's file; a share or a TPM state directory must not hold
+    another guest's data."""
     for i, cd in enumerate(g["cdroms"]):
         held = owned.get(cd["path"])
         if held:
@@ -118,6 +126,13 @@ def _exposure(g: dict, label: str, owned: dict, errors: list) -> None:
             if _under(path, [source]):
                 errors.append("%s.filesystems[%d].source: %s holds %s, the %s of %s; share a directory of its own."
                               % (label, i, source, path, kind, owner))
+                break
+    if g["tpm"] == "external":
+        state = str(g["tpm_state_dir"])
+        for path, (owner, kind) in sorted(owned.items()):
+            if owner != "guest %s" % g["name"] and path != state and _under(path, [state]):
+                errors.append("%s.tpm_state_dir: %s holds %s, the %s of %s; give the TPM state a directory of its own."
+                              % (label, state, path, kind, owner))
                 break
 
 

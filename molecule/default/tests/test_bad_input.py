@@ -140,6 +140,9 @@ CASES = {
     "TPM state outside the guest data": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/root/tpm"}),
         "guest_spec[kali].tpm_state_dir: /root/tpm lies outside the storage mount"),
+    "TPM state in the storage mount itself": (
+        override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm"}),
+        "guest_spec[kali].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
     "TPM socket path too long": (
         override("kali", **{**KALI_TPM, "tpm_socket": "/mnt/vm/" + "s" * 100}),
         "guest_spec[kali].tpm_socket: '/mnt/vm/sss"),

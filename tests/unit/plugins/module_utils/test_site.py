@@ -224,3 +224,30 @@ def test_a_value_xml_cannot_carry_is_an_error_naming_guest_and_field(monkeypatch
     errors = resolve([small("a", cpu_mode="custom", cpu_model="x")], {"pools": POOLS})[1]
     assert errors == ["guest_spec[a]: guest a: cpu_model holds a character that cannot go into its libvirt XML: "
                       "'a\\x01b'"]
+
+
+@pytest.mark.parametrize("password", ["s3cr\net", 12345678, ["s3cret"]])
+def test_a_bad_password_is_named_but_never_shown(password):
+    errors = errors_of([dict(small("q"), graphics_password=password)])
+    assert errors == ["guest_spec[q].graphics_password: must be a string without control characters (its value "
+                      "is not shown)."]
+
+
+@pytest.mark.parametrize(("state", "message"), [
+    ("/mnt/vm", "guest_spec[q].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
+    ("/mnt", "guest_spec[q].tpm_state_dir: /mnt is or holds /mnt/vm"),
+    ("/mnt/vm/iso", "guest_spec[q].tpm_state_dir: /mnt/vm/iso is or holds /mnt/vm/iso"),
+])
+def test_tpm_state_is_a_directory_of_its_own(state, message):
+    errors = errors_of([small("q", tpm="external", tpm_socket="/mnt/vm/q.sock", tpm_state_dir=state,
+                              allow_foreign_paths=True)])
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_tpm_state_must_not_hold_another_guests_data():
+    errors = errors_of([small("a", disks=[{"name": "a.qcow2", "size": "1G", "pool": "vm"}]),
+                        small("b", tpm="external", tpm_socket="/mnt/vm/b.sock", tpm_state_dir="/mnt/vm/t",
+                              disks=[]),
+                        small("c", firmware="uefi", nvram="/mnt/vm/t/c.fd", disks=[])])
+    assert errors == ["guest_spec[b].tpm_state_dir: /mnt/vm/t holds /mnt/vm/t/c.fd, the NVRAM file of guest c; give "
+                      "the TPM state a directory of its own."]
