@@ -78,8 +78,12 @@ def test_qemu_opened_the_files_by_their_names(host, converged):
     reply = json.loads(host.check_output(V + "qemu-monitor-command %s '{\"execute\": \"query-block\"}'" % NAME))
     files = sorted(b["inserted"]["file"] for b in reply["return"] if b.get("inserted"))
     assert files == sorted(["/mnt/vm/" + DISK, ISO])
-    # The disk's file is the same inode as the volume's.
-    assert host.file("/mnt/vm/" + DISK).exists
+    # And QEMU's command line: libvirt passes each file in a -blockdev JSON argument.
+    names = []
+    for arg in cmdline(host, "qemu-system-x86_64.*guest=%s" % NAME):
+        if arg.startswith("{"):
+            names += [v for k, v in json.loads(arg).items() if k == "filename"]
+    assert sorted(n for n in names if n.startswith("/mnt/")) == sorted(["/mnt/vm/" + DISK, ISO]), names
 
 
 def test_swtpm_and_virtiofsd_run_on_the_exact_paths(host, converged, summary):
