@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -25,10 +26,23 @@ STOP = ("for g in win11 arch kali; do " + V + "destroy $g; done; "
         "systemctl stop kvmlab-swtpm-win11.socket kvmlab-swtpm-win11.service; true")
 
 
+def reap(mark: str) -> None:
+    """Kill the processes a killed run left in sessions of their own (ansible-playbook daemonises
+    a helper that would otherwise wait forever on a pipe to the dead run)."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if ("KVMLAB_KILLED_RUN=%s" % mark).encode() in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
 def killed_run(extra: tuple, header: str, then: str | None = None, seconds: int = 300) -> str:
     """Run the site and SIGKILL ansible-playbook (and its SSH children) once its output shows the
     task `header` and then, if given, a line with `then`. Returns the output up to there."""
-    command, env = site_command(*extra, env={"PYTHONUNBUFFERED": "1"})  # each line as it happens
+    mark = "kvmlab-killed-%s" % uuid.uuid4().hex
+    # PYTHONUNBUFFERED: each line as it happens; the mark finds what the run left behind.
+    command, env = site_command(*extra, env={"PYTHONUNBUFFERED": "1", "KVMLAB_KILLED_RUN": mark})
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     seen, lines, deadline = False, [], time.monotonic() + seconds
@@ -40,6 +54,7 @@ def killed_run(extra: tuple, header: str, then: str | None = None, seconds: int 
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    reap(mark)
     out = "".join(lines)
     assert seen and (then is None or then in lines[-1]), out
     return out
