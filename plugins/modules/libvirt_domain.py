@@ -10,7 +10,7 @@ module: libvirt_domain
 short_description: Converge one libvirt guest from its desired XML, keeping its NVRAM, TPM state and disks
 version_added: 0.1.0
 description:
-  - Compares the desired domain XML (rendered by the C(kvmlab.hypervisor.guest) role) with
+  - Compares the desired domain XML (built by the C(kvmlab.hypervisor.guest) role) with
     libvirt's inactive XML of the guest, and redefines the guest only when they differ.
   - Only what the desired XML says is compared. What libvirt adds by itself (uuid, PCI addresses,
     controllers, aliases, the firmware files it selected, the expanded machine type) is not drift
@@ -140,11 +140,18 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: A BIOS guest, running
+- name: A guest, running, from the XML the guest_site filter built for it
   kvmlab.hypervisor.libvirt_domain:
     name: kali
-    xml: "{{ lookup('ansible.builtin.template', 'domain.xml.j2') }}"
+    xml: "{{ (guest__site.guests | selectattr('name', 'equalto', 'kali') | first).xml }}"
     state: running
+
+- name: Remove a guest with its disks and NVRAM, but only the files its spec names
+  kvmlab.hypervisor.libvirt_domain:
+    name: scratch
+    state: absent
+    purge: true
+    owned_paths: [/mnt/vm/scratch.qcow2, /var/lib/libvirt/qemu/nvram/scratch_VARS.fd]
 
 - name: Stop a guest, forcing it off if it ignores ACPI for 60 s
   kvmlab.hypervisor.libvirt_domain:
