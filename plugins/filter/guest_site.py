@@ -19,8 +19,10 @@ description:
     the pools and libvirt's directories (unless C(allow_foreign_paths)); pins that collide.
   - CPU pins are computed for all pinned guests jointly (explicit ones first, then automatic
     ones in the site's order), none on the CPUs of another guest or of the housekeeping set.
-  - Each resolved guest carries its disks' C(path), its C(pins) and its domain C(xml), built as a
-    tree so that no value can change the XML's structure.
+  - Each resolved guest carries its disks' C(path), its C(pins), its domain C(xml) (built as a
+    tree, so that no value can change the XML's structure), its C(owned_paths) and, for an
+    external TPM, the systemd C(units) that run its swtpm (every value quoted as C(systemd_quote)
+    does).
 options:
   _input:
     description: The guest specs (see C(ansible-doc -t role kvmlab.hypervisor.guest)).
@@ -45,6 +47,10 @@ options:
     description: The storage mount point; NVRAM and TPM state must lie under it, a pool or C(/var/lib/libvirt).
     type: str
     default: /mnt/vm
+  swtpm_group:
+    description: The group of the swtpm control sockets of external TPMs (C(guest_swtpm_socket_group)).
+    type: str
+    default: kvm
   single:
     description: Name the spec C(guest_spec) in messages instead of C(guest_spec[NAME]).
     type: bool
@@ -61,16 +67,22 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: C(guests) - the resolved guests (each as C(guest_spec) returns it, plus per disk
-    C(path), C(pins) and C(xml)); C(errors) - every mistake, each naming its field.
+    C(path), C(pins), C(xml), C(owned_paths) and C(units)); C(domains) - each guest's entry of
+    C(kvmlab.hypervisor.libvirt_domain)'s C(guests) option; C(errors) - every mistake, each naming its field.
   type: dict
 """
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 
+# Each guest's options of kvmlab.hypervisor.libvirt_domain (its guests[] entry).
+DOMAIN_OPTIONS = ("name", "xml", "state", "autostart", "shutdown_timeout", "force_stop", "allow_restart",
+                  "reset_nvram", "purge", "owned_paths", "graphics_password")
+
 
 def guest_site(specs, **context):
     guests, errors = resolve(specs, context)
-    return {"guests": guests, "errors": errors}
+    domains = [{key: g[key] for key in DOMAIN_OPTIONS} for g in guests] if not errors else []
+    return {"guests": guests, "domains": domains, "errors": errors}
 
 
 class FilterModule:

@@ -43,25 +43,14 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.systemd import quote
 
 
 def systemd_quote(value, kind="exec"):
-    if not isinstance(value, str):
-        raise AnsibleFilterError("systemd_quote expects a string, got %r" % (value,))
-    if CONTROL_RE.search(value):
-        raise AnsibleFilterError("systemd_quote: %r holds a control character, which no unit file may carry" % value)
-    text = value.replace("%", "%%")
-    if kind == "whole":
-        if text != text.strip():
-            raise AnsibleFilterError("systemd_quote: %r starts or ends with white space, which systemd strips" % value)
-        return text
-    if kind not in ("exec", "list"):
-        raise AnsibleFilterError("systemd_quote: kind must be exec, list or whole, got %r" % (kind,))
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
-    if kind == "exec":
-        text = text.replace("$", "$$")
-    return '"%s"' % text
+    try:
+        return quote(value, kind)
+    except ValueError as exc:
+        raise AnsibleFilterError("systemd_quote: %s" % exc) from None
 
 
 class FilterModule:

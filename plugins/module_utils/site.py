@@ -25,6 +25,7 @@ import posixpath
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_build import domain_xml
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.systemd import swtpm_units
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning
 
 LIBVIRT_DIRS = ("/var/lib/libvirt",)
@@ -262,6 +263,9 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
         for g in guests:
             try:
                 g["xml"] = domain_xml(g) if g["state"] != "absent" else None
-            except ValueError as exc:  # a value the checks let through that XML cannot carry
-                errors.append("%s: %s" % (labels[g["name"]], exc))
+                g["units"] = (swtpm_units(g, context.get("swtpm_group") or "kvm")
+                              if g["state"] != "absent" and g["tpm"] == "external" else [])
+            except ValueError as exc:  # a value the checks let through that XML or a unit cannot carry
+                errors.append("%s.%s" % (labels[g["name"]], exc) if str(exc).startswith("tpm_")
+                              else "%s: %s" % (labels[g["name"]], exc))
     return guests, errors

@@ -7,9 +7,12 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: libvirt_domain
-short_description: Converge one libvirt guest from its desired XML, keeping its NVRAM, TPM state and disks
+short_description: Converge libvirt guests from their desired XML, keeping their NVRAM, TPM state and disks
 version_added: 0.1.0
 description:
+  - One guest (O(name), O(xml) and its options), or many in one call (O(guests)); a batch reads
+    libvirt's guest list once and converges each guest in turn. A guest that fails does not stop
+    the others; the module then fails at the end, naming each failed guest with its reason.
   - Compares the desired domain XML (built by the C(kvmlab.hypervisor.guest) role) with
     libvirt's inactive XML of the guest, and redefines the guest only when they differ.
   - Only what the desired XML says is compared. What libvirt adds by itself (uuid, PCI addresses,
@@ -60,14 +63,63 @@ requirements:
   - libvirt 9.0 or later (for C(KEEP_TPM) and the external TPM backend)
 options:
   name:
-    description: The guest's name; must match the C(<name>) in O(xml).
+    description:
+      - The guest's name; must match the C(<name>) in O(xml).
+      - One of O(name) and O(guests) is required.
     type: str
-    required: true
   xml:
     description:
       - The desired domain XML. Required unless O(state=absent).
       - Only what it says is owned; see the description.
     type: str
+  guests:
+    description:
+      - Many guests in one call, each with the options of one guest (O(name), O(xml), O(state),
+        O(autostart), O(shutdown_timeout), O(force_stop), O(allow_restart), O(reset_nvram),
+        O(purge), O(owned_paths), O(graphics_password)).
+      - An entry that does not set O(state), O(autostart), O(shutdown_timeout), O(force_stop) or
+        O(allow_restart) takes the module's own value. O(reset_nvram), O(purge), O(owned_paths)
+        and O(graphics_password) are never inherited.
+      - Results are in RV(guests), by name; each C(--diff) section names its guest.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The guest's name; must match the C(<name>) in its O(guests[].xml).
+        type: str
+        required: true
+      xml:
+        description: Its desired domain XML. Required unless its state is C(absent).
+        type: str
+      state:
+        description: As O(state).
+        type: str
+        choices: [running, shutdown, absent]
+      autostart:
+        description: As O(autostart).
+        type: bool
+      shutdown_timeout:
+        description: As O(shutdown_timeout).
+        type: int
+      force_stop:
+        description: As O(force_stop).
+        type: bool
+      allow_restart:
+        description: As O(allow_restart).
+        type: bool
+      reset_nvram:
+        description: As O(reset_nvram), for this guest only.
+        type: bool
+      purge:
+        description: As O(purge), for this guest only.
+        type: bool
+      owned_paths:
+        description: As O(owned_paths).
+        type: list
+        elements: str
+      graphics_password:
+        description: As O(graphics_password).
+        type: str
   state:
     description: C(running), C(shutdown) (defined, not running) or C(absent) (undefined).
     type: str
@@ -146,6 +198,14 @@ EXAMPLES = r"""
     xml: "{{ (guest__site.guests | selectattr('name', 'equalto', 'kali') | first).xml }}"
     state: running
 
+- name: Three guests in one call; a failing one does not stop the others
+  kvmlab.hypervisor.libvirt_domain:
+    guests:
+      - {name: win11, xml: "{{ win11_xml }}"}
+      - {name: kali, xml: "{{ kali_xml }}", state: shutdown}
+      - {name: scratch, state: absent}
+    autostart: true
+
 - name: Remove a guest with its disks and NVRAM, but only the files its spec names
   kvmlab.hypervisor.libvirt_domain:
     name: scratch
@@ -174,22 +234,32 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+guests:
+  description:
+    - With O(guests), each guest's result by name - RV(actions), RV(differences),
+      RV(restart_required), RV(nvram_backup) and RV(purged) as below, C(changed), and for a guest
+      that failed C(failed) and C(msg).
+  returned: with O(guests)
+  type: dict
+  sample: {kali: {changed: true, actions: [start], differences: [], restart_required: false}}
 actions:
   description: What was done (or would be done in check mode), in order.
-  returned: always
+  returned: with O(name)
   type: list
   elements: str
   sample: [define, autostart_on, start]
 differences:
   description: One line per owned difference between the desired XML and libvirt's.
-  returned: always
+  returned: with O(name)
   type: list
   elements: str
   sample: ["domain/memory: '2097152' -> '4194304'"]
 restart_required:
-  description: The guest is running with an older definition; the change applies at its next boot.
+  description:
+    - With O(name), whether the guest is running with an older definition (the change applies at
+      its next boot); with O(guests), the names of such guests.
   returned: always
-  type: bool
+  type: raw
   sample: false
 nvram_backup:
   description: Where the old NVRAM was copied before a firmware change.
@@ -220,7 +290,6 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xm
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
     URI_OPTION,
     connect,
-    is_no_such,
     libvirt,
 )
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import hugepage_errors, read_topology
@@ -677,36 +746,121 @@ def lifecycle(module, dom, name: str, result: dict) -> None:
                     "(or set allow_restart: true)." % name)
 
 
+class GuestFailed(Exception):
+    """One guest did not converge; in a batch the others go on."""
+
+    def __init__(self, msg: str, extra: dict) -> None:
+        super().__init__(msg)
+        self.msg, self.extra = msg, extra
+
+
+class Guest:
+    """One guest's run, used where the helpers above take the module: its own options as
+    `params`, the module's check mode and warnings, and a fail_json that ends this guest only."""
+
+    def __init__(self, module, params: dict) -> None:
+        self.params, self.check_mode, self.warn = params, module.check_mode, module.warn
+
+    def fail_json(self, msg: str, **extra):
+        raise GuestFailed(msg, extra)
+
+
+PER_GUEST = ("name", "xml", "state", "autostart", "shutdown_timeout", "force_stop", "allow_restart", "reset_nvram",
+             "purge", "owned_paths", "graphics_password")
+# What a guests[] entry that does not set it takes from the module's own options; the
+# destructive ones (reset_nvram, purge) and the guest's own data are never inherited.
+INHERITED = ("state", "autostart", "shutdown_timeout", "force_stop", "allow_restart")
+
+
+def entries(params: dict) -> list[dict]:
+    if params["guests"] is None:
+        return [{key: params[key] for key in PER_GUEST}]
+    out = []
+    for entry in params["guests"]:
+        own = {key: entry.get(key) for key in PER_GUEST}
+        for key in INHERITED:
+            if own[key] is None:
+                own[key] = params[key]
+        own["owned_paths"] = own["owned_paths"] or []
+        own["reset_nvram"], own["purge"] = bool(own["reset_nvram"]), bool(own["purge"])
+        out.append(own)
+    return out
+
+
+def converge_guest(module, conn, domains: dict, params: dict) -> dict:
+    """One guest, by its own options; raises GuestFailed. Its diffs carry its name."""
+    name, guest = params["name"], Guest(module, params)
+    if params["state"] != "absent" and not params["xml"]:
+        guest.fail_json("guest %s: xml is required unless state is absent." % name)
+    dom = domains.get(name)
+    result = absent(guest, conn, dom, name) if params["state"] == "absent" else present(guest, conn, dom, name)
+    diffs = result.get("diff") or []
+    for diff in diffs if isinstance(diffs, list) else [diffs]:
+        diff.setdefault("before_header", "guest %s: libvirt's definition" % name)
+        diff.setdefault("after_header", "guest %s: the definition to apply" % name)
+    return result
+
+
 def main() -> None:
+    per_guest = {
+        "name": {"type": "str"},
+        "xml": {"type": "str"},
+        "reset_nvram": {"type": "bool", "default": False},
+        "purge": {"type": "bool", "default": False},
+        "owned_paths": {"type": "list", "elements": "str", "default": []},
+        "graphics_password": {"type": "str", "no_log": True},
+    }
+    inherited = {
+        "state": {"type": "str", "choices": ["running", "shutdown", "absent"], "default": "running"},
+        "autostart": {"type": "bool", "default": False},
+        "shutdown_timeout": {"type": "int", "default": 120},
+        "force_stop": {"type": "bool", "default": False},
+        "allow_restart": {"type": "bool", "default": False},
+    }
+    suboptions = {key: {k: v for k, v in spec.items() if k != "default"}
+                  for key, spec in {**per_guest, **inherited}.items()}
+    suboptions["name"]["required"] = True
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
-            "xml": {"type": "str"},
-            "state": {"type": "str", "choices": ["running", "shutdown", "absent"], "default": "running"},
-            "autostart": {"type": "bool", "default": False},
-            "shutdown_timeout": {"type": "int", "default": 120},
-            "force_stop": {"type": "bool", "default": False},
-            "allow_restart": {"type": "bool", "default": False},
-            "reset_nvram": {"type": "bool", "default": False},
-            "purge": {"type": "bool", "default": False},
-            "owned_paths": {"type": "list", "elements": "str", "default": []},
-            "graphics_password": {"type": "str", "no_log": True},
+            **per_guest, **inherited,
+            "guests": {"type": "list", "elements": "dict", "options": suboptions},
             **URI_OPTION,
         },
-        required_if=[("state", "running", ["xml"]), ("state", "shutdown", ["xml"])],
+        required_one_of=[("name", "guests")],
+        mutually_exclusive=[("name", "guests"), ("xml", "guests")],
         supports_check_mode=True,
     )
-    name = module.params["name"]
-    conn = connect(module, module.params["uri"], "the guest %s would be defined" % name)
+    guests = entries(module.params)
+    names = [g["name"] for g in guests]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        module.fail_json(msg="guests: %s listed more than once; each guest once." % ", ".join(twice))
+    conn = connect(module, module.params["uri"], "the guests %s would be defined" % ", ".join(names))
     try:
-        dom = conn.lookupByName(name)
+        domains = {dom.name(): dom for dom in conn.listAllDomains(0)}
     except libvirt.libvirtError as exc:
-        if not is_no_such(exc):
-            module.fail_json(msg="cannot look up guest %s: %s" % (name, exc))
-        dom = None
-    if module.params["state"] == "absent":
-        module.exit_json(**absent(module, conn, dom, name))
-    module.exit_json(**present(module, conn, dom, name))
+        module.fail_json(msg="cannot list libvirt's guests: %s" % exc)
+    results, failed = {}, []
+    for params in guests:
+        try:
+            results[params["name"]] = converge_guest(module, conn, domains, params)
+        except GuestFailed as exc:
+            if module.params["guests"] is None:
+                module.fail_json(msg=exc.msg, **exc.extra)
+            results[params["name"]] = {"failed": True, "msg": exc.msg, **exc.extra}
+            failed.append(exc.msg)
+    if module.params["guests"] is None:
+        module.exit_json(**results[names[0]])
+    changed = any(r.get("changed") for r in results.values())
+    diff = []
+    for result in results.values():
+        shown = result.pop("diff", None) or []
+        diff.extend(shown if isinstance(shown, list) else [shown])
+    if failed:
+        module.fail_json(msg="%d of %d guests did not converge (the others did):\n%s"
+                         % (len(failed), len(guests), "\n".join(failed)), guests=results, changed=changed)
+    module.exit_json(changed=changed, guests=results, diff=diff,
+                     restart_required=sorted(n for n, r in results.items() if r.get("restart_required")))
 
 
 if __name__ == "__main__":

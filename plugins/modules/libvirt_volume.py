@@ -16,6 +16,8 @@ description:
     is an error, reported before any volume is touched; growing needs O(volumes[].allow_grow).
   - A volume libvirt does not list is looked for again after a rescan of its pool, so disk
     images copied in by hand count as existing; a converged host is never rescanned.
+  - It also makes the guests' missing directories (O(directories), such as virtiofs shares), so
+    one call prepares all guests' storage. An existing directory keeps its owner and mode.
 author:
   - kvmlab developers (@kvmlab)
 requirements:
@@ -25,7 +27,7 @@ options:
     description: The volumes.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       pool:
         description: Name of the pool that holds the volume.
@@ -61,6 +63,14 @@ options:
         description: Grow an existing volume that is smaller than O(volumes[].capacity).
         type: bool
         default: false
+  directories:
+    description:
+      - Absolute paths of directories to make, with their parents, when missing (mode 0755, owned
+        by root). One that exists is left as it is; a path that exists but is no directory is an
+        error, reported before any change.
+    type: list
+    elements: path
+    default: []
   uri:
     description: libvirt connection URI.
     type: str
@@ -82,6 +92,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+directories:
+  description: The directories made (or that would be made in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/srv/share]
 actions:
   description: What was done (or would be done in check mode) per pool/volume.
   returned: always
@@ -165,11 +181,30 @@ def create(pool, spec: dict, capacity: int):
     return pool.createXML(volplan.volume_xml(spec, capacity), flags)
 
 
-def core(module: AnsibleModule) -> dict:
+def directories(module: AnsibleModule) -> tuple[list, dict]:
+    """The missing directories, checked before any change, and the result that starts with them."""
+    missing = []
+    for path in module.params["directories"]:
+        if not os.path.isabs(path):
+            module.fail_json(msg="directories: %r is not an absolute path." % path)
+        if os.path.isdir(path):
+            continue
+        if os.path.lexists(path):
+            module.fail_json(msg="directories: %s exists but is not a directory; move it away." % path)
+        missing.append(path)
+    result = {"changed": bool(missing), "actions": {}, "paths": {}, "directories": missing,
+              "diff": {"before": {path: {"exists": False} for path in missing},
+                       "after": {path: {"directory": True} for path in missing}}}
+    return missing, result
+
+
+def plan_volumes(module: AnsibleModule) -> list:
+    """Every volume planned before any is changed, so a refused shrink stops the whole list."""
+    if not module.params["volumes"]:
+        return []
     conn = connect(module, module.params["uri"], "would create the volumes")
     pools: dict = {}
     plans = []
-    # Plan every volume before changing any, so a refused shrink stops the whole list.
     for spec in module.params["volumes"]:
         key = "%s/%s" % (spec["pool"], spec["name"])
         try:
@@ -182,8 +217,13 @@ def core(module: AnsibleModule) -> dict:
         if problem and problem[0] == "error":
             module.fail_json(msg="volumes[%s]: %s" % (key, problem[1]))
         plans.append((spec, key, capacity, pool, vol, current, action, problem))
+    return plans
 
-    result = {"changed": False, "actions": {}, "paths": {}, "diff": {"before": {}, "after": {}}}
+
+def core(module: AnsibleModule) -> dict:
+    missing, result = directories(module)
+    plans = plan_volumes(module)
+    make_directories(module, missing)
     for spec, key, capacity, pool, vol, current, action, problem in plans:
         if problem:
             module.warn(problem[1])
@@ -209,11 +249,22 @@ def core(module: AnsibleModule) -> dict:
     return result
 
 
+def make_directories(module: AnsibleModule, missing: list) -> None:
+    if module.check_mode:
+        return
+    for path in missing:
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            module.fail_json(msg="directories: cannot make %s: %s" % (path, exc))
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            "directories": {"type": "list", "elements": "path", "default": []},
             "volumes": {
-                "type": "list", "elements": "dict", "required": True,
+                "type": "list", "elements": "dict", "default": [],
                 "options": {
                     "pool": {"type": "str", "required": True},
                     "name": {"type": "str", "required": True},

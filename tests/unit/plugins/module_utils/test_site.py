@@ -251,3 +251,48 @@ def test_tpm_state_must_not_hold_another_guests_data():
                         small("c", firmware="uefi", nvram="/mnt/vm/t/c.fd", disks=[])])
     assert errors == ["guest_spec[b].tpm_state_dir: /mnt/vm/t holds /mnt/vm/t/c.fd, the NVRAM file of guest c; give "
                       "the TPM state a directory of its own."]
+
+
+def systemd_unquote(text: str) -> list[str]:
+    """Words of a unit file setting as systemd reads them (double quotes, \\ escapes, %% and $$)."""
+    words, word, quoted, i = [], None, False, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and quoted:
+            word, i = (word or "") + text[i + 1], i + 2
+            continue
+        if char == '"':
+            quoted, word = not quoted, word or ""
+        elif char == " " and not quoted:
+            if word is not None:
+                words.append(word)
+            word = None
+        else:
+            word = (word or "") + char
+        i += 1
+    if word is not None:
+        words.append(word)
+    return [w.replace("%%", "%").replace("$$", "$") for w in words]
+
+
+def test_external_tpm_units_carry_hostile_paths_verbatim():
+    sock, state = "/mnt/vm/Tim's \"R&D\" %h $HOME ü.sock", "/mnt/vm/tpm/Tim's \"R&D\" %i $X ü"
+    guests, errors = resolve([small("q", tpm="external", tpm_socket=sock, tpm_state_dir=state)], {"pools": POOLS})
+    assert errors == []
+    units = {u["name"]: dict(line.split("=", 1) for line in u["content"].splitlines() if "=" in line)
+             for u in guests[0]["units"]}
+    socket_unit, service = units["kvmlab-swtpm-q.socket"], units["kvmlab-swtpm-q.service"]
+    assert socket_unit["ListenStream"].replace("%%", "%") == sock
+    assert systemd_unquote(socket_unit["RequiresMountsFor"]) == ["/mnt/vm"]
+    assert systemd_unquote(service["RequiresMountsFor"]) == [state]
+    argv = systemd_unquote(service["ExecStart"])
+    assert argv[argv.index("--tpmstate") + 1] == "dir=%s,mode=0600" % state
+    assert systemd_unquote(service["ExecStartPre"])[-1] == state
+
+
+def test_no_units_without_an_external_tpm_and_a_socket_systemd_would_strip_is_named():
+    guests, errors = resolve([small("q"), small("r", tpm="emulator")], {"pools": POOLS})
+    assert errors == [] and [g["units"] for g in guests] == [[], []]
+    errors = errors_of([small("q", tpm="external", tpm_socket="/mnt/vm/q.sock ")])
+    assert errors == ["guest_spec[q].tpm_socket: '/mnt/vm/q.sock ' starts or ends with white space, which systemd "
+                      "strips; choose another path."], errors

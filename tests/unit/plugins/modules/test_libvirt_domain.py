@@ -384,3 +384,71 @@ def test_console_password_is_set_compared_and_never_shown():
     result = mod.present(Module(name="arch", xml=desired_from(current)), conn, dom, "arch")
     assert ET.fromstring(conn.calls[0][1]).find("devices/graphics").get("passwd") is None
     assert "byhand" not in repr(result["differences"]) + repr(result["diff"])
+
+
+class Ended(Exception):
+    def __init__(self, failed: bool, result: dict):
+        super().__init__(result.get("msg", ""))
+        self.failed, self.result = failed, result
+
+
+def run_main(monkeypatch, conn, check_mode=False, **params):
+    """The module's main() with these options, against a fake libvirt; returns (failed, result)."""
+    defaults = dict(name=None, xml=None, guests=None, state="running", autostart=False, shutdown_timeout=1,
+                    force_stop=False, allow_restart=False, reset_nvram=False, purge=False, owned_paths=[],
+                    graphics_password=None, uri="x")
+
+    class FakeAnsibleModule(Module):
+        def __init__(self, **_spec):
+            super().__init__(check_mode=check_mode)
+            self.params = dict(defaults, **params)
+
+        def fail_json(self, **kw):
+            raise Ended(True, kw)
+
+        def exit_json(self, **kw):
+            raise Ended(False, kw)
+
+    monkeypatch.setattr(mod, "AnsibleModule", FakeAnsibleModule)
+    monkeypatch.setattr(mod, "connect", lambda *args: conn)
+    with pytest.raises(Ended) as ended:
+        mod.main()
+    return ended.value.failed, ended.value.result
+
+
+def test_batch_converges_every_guest_and_a_failing_one_stops_no_other(monkeypatch):
+    """One refused guest (its XML names another domain) is reported by name; the others are
+    defined and started all the same, each --diff section names its guest, and the call fails."""
+    kali = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text())
+    conn = Conn()
+    failed, result = run_main(monkeypatch, conn, guests=[
+        {"name": "bad", "xml": kali},
+        {"name": "kali", "xml": kali},
+        {"name": "gone", "state": "absent"},
+    ])
+    assert failed and result["changed"] is True
+    assert result["msg"].startswith("1 of 3 guests did not converge (the others did):\nguest bad: the XML names")
+    assert result["guests"]["kali"]["actions"] == ["define", "start"]
+    assert result["guests"]["gone"]["changed"] is False
+    assert [c[0] for c in conn.calls] == ["defineXMLFlags"]
+
+
+def test_batch_diffs_name_their_guest_and_entries_inherit_only_safe_options(monkeypatch):
+    kali = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text())
+    failed, result = run_main(monkeypatch, Conn(), check_mode=True, autostart=True, purge=True, reset_nvram=True,
+                              guests=[{"name": "kali", "xml": kali}])
+    assert not failed and result["changed"] and result["restart_required"] == []
+    assert result["guests"]["kali"]["actions"] == ["define", "autostart_on", "start"]
+    assert {d["before_header"] for d in result["diff"]} == {"guest kali: libvirt's definition",
+                                                            "guest kali lifecycle"}
+    entry = mod.entries(dict(name=None, guests=[{key: None for key in mod.PER_GUEST} | {"name": "kali"}],
+                             state="shutdown", autostart=True, shutdown_timeout=5, force_stop=True,
+                             allow_restart=True, reset_nvram=True, purge=True))[0]
+    assert (entry["state"], entry["autostart"], entry["force_stop"], entry["purge"], entry["reset_nvram"],
+            entry["owned_paths"]) == ("shutdown", True, True, False, False, [])
+
+
+def test_batch_refuses_a_guest_listed_twice(monkeypatch):
+    failed, result = run_main(monkeypatch, Conn(), guests=[{"name": "a", "state": "absent"},
+                                                           {"name": "a", "state": "absent"}])
+    assert failed and result["msg"] == "guests: a listed more than once; each guest once."
