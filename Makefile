@@ -2,6 +2,7 @@
 #   make demo   converge the demo site in the long-lived nested-KVM container kvmlab-demo
 #   make test   lint, sanity, unit tests and the Molecule scenarios
 # And: make new-vm NAME=fedora   a new guest as the role roles/vm_fedora
+#      make bench                 time site runs against the demo -> docs/BENCHMARKS.md
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -20,7 +21,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git
 
-.PHONY: help deps venv image demo demo-destroy new-vm test lint sanity unit molecule clean
+.PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit molecule clean
 
 help:
 	@sed -n '1,5p' Makefile
@@ -55,6 +56,15 @@ NAME ?=
 ROLES ?= roles
 new-vm: venv
 	tools/new-vm "$(NAME)" "$(ROLES)"
+
+# Site runs timed against the demo container (converged first), plus fresh converges on a
+# second container at BENCH_PORT: medians of BENCH_RUNS runs, written to docs/BENCHMARKS.md.
+BENCH_PORT ?= 22230
+BENCH_RUNS ?= 3
+bench: venv image
+	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
+	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml >/dev/null
+	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS)
 
 demo-destroy:
 	tools/harness down $(DEMO)

@@ -4,7 +4,8 @@
 
 Each result of a module that runs on the host counts once, each loop item once; skipped tasks
 and actions that run on the controller only (set_fact, include_role, fail, assert, ...) do not.
-With KVMLAB_TASK_COUNT=FILE the count goes to FILE as JSON: {"remote": N, "by_task": {...}}.
+With KVMLAB_TASK_COUNT=FILE the count goes to FILE as JSON: {"remote": N, "by_task": {...},
+"package_seconds": S}, S being the time spent in package tasks (apt, package, pacman).
 Used by `make bench` (tools/bench) and the verify test that converges generated guests.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -31,6 +33,7 @@ requirements:
 LOCAL = {"set_fact", "include_role", "include_tasks", "import_role", "import_tasks", "include_vars", "fail",
          "assert", "debug", "meta", "add_host", "group_by", "set_stats", "validate_argument_spec", "pause",
          "import_playbook", "include"}
+PACKAGE = {"apt", "package", "pacman", "dnf"}
 
 
 class CallbackModule(CallbackBase):
@@ -42,6 +45,15 @@ class CallbackModule(CallbackBase):
     def __init__(self) -> None:
         super().__init__()
         self.by_task: collections.Counter = collections.Counter()
+        self.started = 0.0
+        self.package_seconds = 0.0
+
+    def v2_playbook_on_task_start(self, task, is_conditional) -> None:
+        self.started = time.monotonic()
+
+    def _timed(self, result) -> None:
+        if result._task.action.rsplit(".", 1)[-1] in PACKAGE:
+            self.package_seconds += time.monotonic() - self.started
 
     def _count(self, result) -> None:
         task = result._task
@@ -50,10 +62,12 @@ class CallbackModule(CallbackBase):
         self.by_task[task.get_name()] += 1
 
     def v2_runner_on_ok(self, result) -> None:
+        self._timed(result)
         if not result._result.get("results"):  # a loop's items are counted one by one below
             self._count(result)
 
     def v2_runner_on_failed(self, result, ignore_errors=False) -> None:
+        self._timed(result)
         if not result._result.get("results"):
             self._count(result)
 
@@ -64,4 +78,5 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("KVMLAB_TASK_COUNT")
         if path:
             with open(path, "w", encoding="utf-8") as out:
-                json.dump({"remote": sum(self.by_task.values()), "by_task": dict(self.by_task)}, out, indent=1)
+                json.dump({"remote": sum(self.by_task.values()), "by_task": dict(self.by_task),
+                           "package_seconds": round(self.package_seconds, 2)}, out, indent=1)
