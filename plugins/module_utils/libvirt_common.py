@@ -36,7 +36,7 @@ def connect(module, uri: str, predicted: str):
     if libvirt is None:
         if module.check_mode:
             module.exit_json(changed=True, msg="libvirt's Python binding is not installed yet; " + predicted)
-        module.fail_json(msg=missing_required_lib("libvirt-python (Debian: python3-libvirt, Arch: python-libvirt)"),
+        module.fail_json(msg=missing_required_lib("libvirt-python (Debian: python3-libvirt, Arch: libvirt-python)"),
                          exception=LIBVIRT_IMPORT_ERROR)
     try:
         return libvirt.open(uri)

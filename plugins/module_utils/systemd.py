@@ -37,17 +37,17 @@ def swtpm_units(g: dict, socket_group: str) -> list[dict]:
     """The socket and service that run swtpm for a guest with tpm: external: socket-activated,
     as tss, its state in tpm_state_dir (0600 files), its control socket at tpm_socket, which
     libvirt connects to. Returns [{name, content}]; ValueError names the field it cannot carry."""
-    name, fields = g["name"], {}
+    name, quoted = g["name"], []
     for field, value, kind in (("tpm_socket", g["tpm_socket"], "whole"),
                                ("tpm_socket", posixpath.dirname(g["tpm_socket"]), "list"),
                                ("tpm_state_dir", g["tpm_state_dir"], "list"),
                                ("tpm_state_dir", g["tpm_state_dir"], "exec"),
                                ("tpm_state_dir", "dir=%s,mode=0600" % g["tpm_state_dir"], "exec")):
         try:
-            fields[(field, kind, len(fields))] = quote(value, kind)
+            quoted.append(quote(value, kind))
         except ValueError as exc:
             raise ValueError("%s: %s; choose another path." % (field, exc)) from None
-    sock, sock_dir, state_list, state_dir, state_arg = fields.values()
+    sock, sock_dir, state_list, state_dir, state_arg = quoted
     unit = "kvmlab-swtpm-%s" % name
     socket_text = (
         HEADER

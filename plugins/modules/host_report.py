@@ -19,7 +19,7 @@ description:
 author:
   - kvmlab developers (@kvmlab)
 requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch python-libvirt)
+  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
 options:
   storage_path:
     description: The VM storage whose size and free space the report shows.

@@ -59,7 +59,7 @@ description:
 author:
   - kvmlab developers (@kvmlab)
 requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch python-libvirt)
+  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
   - libvirt 9.0 or later (for C(KEEP_TPM) and the external TPM backend)
 options:
   name:

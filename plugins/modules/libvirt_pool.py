@@ -22,7 +22,7 @@ description:
 author:
   - kvmlab developers (@kvmlab)
 requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch python-libvirt)
+  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
 options:
   pools:
     description: The pools.
