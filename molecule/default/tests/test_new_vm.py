@@ -48,11 +48,16 @@ def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
             "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}})})
     roles = {"ANSIBLE_ROLES_PATH": str(tmp_path)}
     try:
-        run = site("-e", extra, env=roles)
+        run = site("-e", extra, "-v", env=roles)
         assert run.rc == 0, run
         assert run.changed == 2, run  # the new guest's disk and domain
-        assert changed_items(run.stdout) == [("kvmlab.hypervisor.guest : Create the missing disks of the guests", None),
-                                             ("kvmlab.hypervisor.guest : Converge the guests", name)], run
+        assert changed_items(run.stdout) == [
+            ("kvmlab.hypervisor.guest : Create the guests' missing disks and shared directories", None),
+            ("kvmlab.hypervisor.guest : Converge the guests", None)], run
+        # The one call converged all guests; only the new one was defined and started.
+        assert re.search(r"\b%s:\s+actions:\s+- define\s+- start" % name, run.stdout), run
+        for other in ("win11", "arch", "kali"):
+            assert re.search(r"\b%s:\s+actions: \[\]" % other, run.stdout), run
         assert host.check_output(V + "domstate " + name) == "running"
         after = {g: host.check_output(V + "dumpxml --inactive " + g) for g in before}
         assert after == before, "another guest's definition changed"
