@@ -51,6 +51,11 @@ options:
     description: The group of the swtpm control sockets of external TPMs (C(guest_swtpm_socket_group)).
     type: str
     default: kvm
+  reserve:
+    description:
+      - C(host_reserve) - what the host keeps for itself (C(cpus), C(memory), C(storage)); the
+        guests together may use the rest. vCPUs may exceed it with C(overcommit_cpus).
+    type: dict
   single:
     description: Name the spec C(guest_spec) in messages instead of C(guest_spec[NAME]).
     type: bool

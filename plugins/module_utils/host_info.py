@@ -139,16 +139,29 @@ def parse_systemctl_show(text: str) -> dict:
     return units
 
 
-def user_state(names: list[str], existing: set[str], members: dict[str, list[str]]) -> dict:
-    """For each user: whether it exists and which groups list it as a supplementary member.
+def user_state(names: list[str], accounts: dict[str, dict], members: dict[str, list[str]]) -> dict:
+    """For each user: whether it exists, which groups list it as a supplementary member, its home
+    and the default URI of its libvirt clients (None when its libvirt.conf sets none).
 
-    `existing` are the user names that resolve, `members` maps each group to its member names
-    (from NSS, so directory users count too).
+    `accounts` maps the user names that resolve to {home, uri_default}, `members` each group to
+    its member names (from NSS, so directory users count too).
     """
     return {
         name: {
-            "exists": name in existing,
+            "exists": name in accounts,
             "groups": sorted(g for g, users in members.items() if name in users),
+            "home": accounts.get(name, {}).get("home"),
+            "uri_default": accounts.get(name, {}).get("uri_default"),
         }
         for name in names
     }
+
+
+def parse_uri_default(text: str) -> str | None:
+    """The uri_default of a libvirt client config (~/.config/libvirt/libvirt.conf), if set."""
+    found = None
+    for line in text.splitlines():
+        match = re.match(r"""\s*uri_default\s*=\s*(["'])(.*)\1\s*(?:#.*)?$""", line)
+        if match:
+            found = match.group(2)
+    return found

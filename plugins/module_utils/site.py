@@ -24,7 +24,7 @@ import posixpath
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_build import domain_xml
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE, parse_size
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.systemd import swtpm_units
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning
 
@@ -233,14 +233,65 @@ def _ownership(guests: list[dict], labels: dict, context: dict, roots: list, err
         _exposure(g, labels[g["name"]], owned, errors)
 
 
+RESERVE_KEYS = ("cpus", "memory", "storage", "overcommit_cpus")
+
+
+def _gib(size: int) -> str:
+    return "%.1fG" % (size / 1024 ** 3)
+
+
+def reserve_errors(guests: list[dict], reserve, topology: dict, storage_mount: str) -> list[str]:
+    """What the guests ask for together against what the host has left after host_reserve (the
+    seed's "available for VMs"): vCPUs against threads (unless overcommit_cpus), memory, and the
+    disks' capacities against the storage mount's filesystem. A figure the host did not report
+    (before the first read) is not checked."""
+    if not reserve:
+        return []
+    if not isinstance(reserve, dict) or set(reserve) - set(RESERVE_KEYS):
+        return ["host_reserve: must be a mapping with the keys %s, got %r." % (", ".join(RESERVE_KEYS), reserve)]
+    try:
+        keep = {"cpus": int(reserve.get("cpus") or 0), "memory": parse_size(reserve.get("memory") or 0),
+                "storage": parse_size(reserve.get("storage") or 0)}
+    except (TypeError, ValueError) as exc:
+        return ["host_reserve: %s; give cpus as a number and memory and storage as sizes such as 16G." % exc]
+    live = [g for g in guests if g["state"] != "absent"]
+    errors = []
+    threads = len(topology.get("online") or [])
+    vcpus = sum(g["vcpus"] for g in live)
+    left = max(threads - keep["cpus"], 0)
+    if threads and not reserve.get("overcommit_cpus") and vcpus > threads - keep["cpus"]:
+        errors.append("host_reserve.cpus: the guests ask for %d vCPUs together, but the host has %d threads and "
+                      "keeps %d for itself, leaving %d; give the guests fewer vCPUs, lower host_reserve.cpus, or "
+                      "set host_reserve.overcommit_cpus: true." % (vcpus, threads, keep["cpus"], left))
+    total = ((topology.get("memory") or {}).get("total_kib") or 0) * 1024
+    memory = sum(g["memory_kib"] for g in live) * 1024
+    if total and memory > total - keep["memory"]:
+        errors.append("host_reserve.memory: the guests ask for %s of memory together, but the host has %s and keeps "
+                      "%s for itself, leaving %s; give the guests less memory or lower host_reserve.memory."
+                      % (_gib(memory), _gib(total), _gib(keep["memory"]), _gib(max(total - keep["memory"], 0))))
+    size = ((topology.get("filesystems") or {}).get(storage_mount) or {}).get("size") or 0
+    disks = sum(parse_size(d["size"]) for g in live for d in g["disks"] if d.get("size") is not None)
+    if size and disks > size - keep["storage"]:
+        errors.append("host_reserve.storage: the guests' disks hold up to %s together, but the filesystem of %s has "
+                      "%s and keeps %s for the host, leaving %s; give the guests smaller disks or lower "
+                      "host_reserve.storage." % (_gib(disks), storage_mount, _gib(size), _gib(keep["storage"]),
+                                                 _gib(max(size - keep["storage"], 0))))
+    return errors
+
+
 def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
     """The site's guests, resolved and checked together; returns (guests, errors).
 
     context (every key optional): `overrides` (guest_overrides), `topology`
     (kvmlab.hypervisor.cpu_topology's facts: the host's CPUs and memory, the pins, files and MACs
-    of the guests libvirt has, its pools; None before the host is read), `networks`
-    (network_networks), `pools` (storage_pools), `storage_mount`, and `single` (name the spec
-    `guest_spec` in messages instead of `guest_spec[NAME]`).
+    of the guests libvirt has, its pools, the size of the storage mount's filesystem; None before
+    the host is read), `networks` (network_networks), `pools` (storage_pools), `storage_mount`,
+    `swtpm_group` (the group of the swtpm control sockets, guest_swtpm_socket_group), `reserve`
+    (host_reserve: what the host keeps for itself), and `single` (name the spec `guest_spec` in
+    messages instead of `guest_spec[NAME]`).
+
+    Each resolved guest carries its disks' `path`, its `pins`, its domain `xml`, its
+    `owned_paths` and, for an external TPM, the `units` that run its swtpm.
     """
     context = dict(context or {})
     context["topology"] = topology = context.get("topology") or {}
@@ -257,6 +308,7 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
         if total and g["memory_kib"] > total:
             errors.append("%s.memory: guest %s asks for %s, but the host has %.1fG in total; give it less memory."
                           % (labels[g["name"]], g["name"], g["memory"], total / 1024 / 1024))
+    errors += reserve_errors(guests, context.get("reserve"), topology, context.get("storage_mount") or "/mnt/vm")
     if topology.get("cpus"):
         _pins(guests, labels, topology, errors)
     if not errors:

@@ -17,6 +17,8 @@ description:
   - Also returns the host's memory (C(/proc/meminfo)) and the CPUs that libvirt's guests pin
     (C(pinned)), read from their persistent definitions, so pins for one guest can avoid the
     others'.
+  - With O(paths), the size and free space of the filesystem that holds each path (of its
+    nearest existing parent before the path exists) in C(filesystems).
 author:
   - kvmlab developers (@kvmlab)
 options:
@@ -26,6 +28,11 @@ options:
         binding) is not there yet, C(pinned) is empty.
     type: str
     default: qemu:///system
+  paths:
+    description: Paths whose filesystem's size and free space to report (C(filesystems)).
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     support: full
@@ -61,7 +68,8 @@ ansible_facts:
           C(nohz_full), C(hugepages) (per page size in kB, total and free), C(memory) (C(total_kib),
           C(available_kib)), C(pinned) (guest name to the host CPUs its vCPUs are pinned to),
           C(domains) (guest name to the C(files) - disks, NVRAM, TPM socket - and C(macs) its
-          persistent definition uses) and C(pools) (libvirt pool name to its directory); the
+          persistent definition uses), C(pools) (libvirt pool name to its directory) and
+          C(filesystems) (each of O(paths) to its filesystem's C(size) and C(free) bytes); the
           site checks its guests against these before any change.
       type: dict
       returned: always
@@ -72,6 +80,7 @@ ansible_facts:
         hybrid: false
 """
 
+import os
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
@@ -131,8 +140,24 @@ def libvirt_state(uri: str) -> tuple[dict, dict, dict]:
     return pinned, owned, pools
 
 
+def filesystems(paths: list) -> dict:
+    """path -> {size, free} in bytes of the filesystem that holds it (or its nearest parent)."""
+    out = {}
+    for path in paths:
+        probe = path
+        while not os.path.exists(probe) and probe not in ("/", ""):
+            probe = os.path.dirname(probe)
+        try:
+            stat = os.statvfs(probe or "/")
+        except OSError:
+            continue
+        out[path] = {"size": stat.f_blocks * stat.f_frsize, "free": stat.f_bavail * stat.f_frsize}
+    return out
+
+
 def main() -> None:
-    module = AnsibleModule(argument_spec={"uri": {"type": "str", "default": "qemu:///system"}},
+    module = AnsibleModule(argument_spec={"uri": {"type": "str", "default": "qemu:///system"},
+                                          "paths": {"type": "list", "elements": "path", "default": []}},
                            supports_check_mode=True)
     try:
         with open("/proc/cmdline", encoding="utf-8") as f:
@@ -140,7 +165,8 @@ def main() -> None:
     except OSError:
         cmdline = ""
     pinned, domains, pools = libvirt_state(module.params["uri"])
-    topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned, domains=domains, pools=pools)
+    topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned, domains=domains, pools=pools,
+                    filesystems=filesystems(module.params["paths"]))
     module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": topology})
 
 

@@ -109,10 +109,12 @@ units:
   type: dict
   sample: {libvirtd.socket: {load_state: loaded, active_state: active, unit_file_state: enabled}}
 users:
-  description: Existence and supplementary groups of each requested user.
+  description:
+    - Existence, supplementary groups and home of each requested user, and the C(uri_default) its
+      libvirt clients use (from C(~/.config/libvirt/libvirt.conf); null when unset).
   returned: always
   type: dict
-  sample: {alice: {exists: true, groups: [libvirt]}}
+  sample: {alice: {exists: true, groups: [libvirt], home: /home/alice, uri_default: "qemu:///system"}}
 """
 
 import grp
@@ -132,14 +134,16 @@ def read(path: str, default: str = "") -> str:
         return default
 
 
-def existing_users(names: list[str]) -> set[str]:
-    found = set()
+def existing_users(names: list[str]) -> dict[str, dict]:
+    """The users that resolve, with their home and their libvirt clients' default URI."""
+    found = {}
     for name in names:
         try:
-            pwd.getpwnam(name)
+            entry = pwd.getpwnam(name)
         except KeyError:
             continue
-        found.add(name)
+        config = read(os.path.join(entry.pw_dir, ".config", "libvirt", "libvirt.conf"))
+        found[name] = {"home": entry.pw_dir, "uri_default": host_info.parse_uri_default(config)}
     return found
 
 

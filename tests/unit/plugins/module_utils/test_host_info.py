@@ -143,7 +143,19 @@ def test_systemctl_show_blocks():
 
 
 def test_users():
-    state = host_info.user_state(["alice", "bob"], {"alice"},
+    state = host_info.user_state(["alice", "bob"], {"alice": {"home": "/home/alice", "uri_default": None}},
                                  {"libvirt": ["alice"], "kvm": [], "wheel": ["alice", "carol"]})
-    assert state == {"alice": {"exists": True, "groups": ["libvirt", "wheel"]},
-                     "bob": {"exists": False, "groups": []}}
+    assert state == {"alice": {"exists": True, "groups": ["libvirt", "wheel"], "home": "/home/alice",
+                               "uri_default": None},
+                     "bob": {"exists": False, "groups": [], "home": None, "uri_default": None}}
+
+
+@pytest.mark.parametrize(("text", "uri"), [
+    ("", None),
+    ('#uri_default = "qemu:///system"\n', None),
+    ('uri_default = "qemu:///system"\n', "qemu:///system"),
+    ("  uri_default='qemu:///session'  # mine\n", "qemu:///session"),
+    ('uri_default = "qemu:///session"\nuri_default = "qemu:///system"\n', "qemu:///system"),
+])
+def test_uri_default_of_a_libvirt_client_config(text, uri):
+    assert host_info.parse_uri_default(text) == uri

@@ -296,3 +296,44 @@ def test_no_units_without_an_external_tpm_and_a_socket_systemd_would_strip_is_na
     errors = errors_of([small("q", tpm="external", tpm_socket="/mnt/vm/q.sock ")])
     assert errors == ["guest_spec[q].tpm_socket: '/mnt/vm/q.sock ' starts or ends with white space, which systemd "
                       "strips; choose another path."], errors
+
+
+HOST = {"online": list(range(8)), "memory": {"total_kib": 16 * 1024 * 1024},
+        "filesystems": {"/mnt/vm": {"size": 100 * 1024 ** 3, "free": 90 * 1024 ** 3}}}
+
+
+@pytest.mark.parametrize(("reserve", "specs", "message"), [
+    ({"cpus": 6}, [small("a", vcpus=2), small("b", vcpus=1)],
+     "host_reserve.cpus: the guests ask for 3 vCPUs together, but the host has 8 threads and keeps 6 for itself, "
+     "leaving 2; give the guests fewer vCPUs, lower host_reserve.cpus, or set host_reserve.overcommit_cpus: true."),
+    ({"memory": "12G"}, [small("a", memory="3G"), small("b", memory="2G")],
+     "host_reserve.memory: the guests ask for 5.0G of memory together, but the host has 16.0G and keeps 12.0G for "
+     "itself, leaving 4.0G; give the guests less memory or lower host_reserve.memory."),
+    ({"storage": "60G"}, [small("a", disks=[{"name": "a.qcow2", "size": "30G"}]),
+                          small("b", disks=[{"name": "b.qcow2", "size": "20G"}])],
+     "host_reserve.storage: the guests' disks hold up to 50.0G together, but the filesystem of /mnt/vm has 100.0G "
+     "and keeps 60.0G for the host, leaving 40.0G; give the guests smaller disks or lower host_reserve.storage."),
+    ({"cpu": 6}, [small("a")], "host_reserve: must be a mapping with the keys cpus, memory, storage, "
+                               "overcommit_cpus, got {'cpu': 6}."),
+])
+def test_the_host_reserve_bounds_the_guests_together(reserve, specs, message):
+    assert errors_of(specs, topology=HOST, reserve=reserve) == [message]
+
+
+def test_within_the_reserve_overcommit_and_absent_guests_pass():
+    fits = [small("a", vcpus=2, memory="4G"), small("b", vcpus=6, memory="8G", state="absent")]
+    assert errors_of(fits, topology=HOST, reserve={"cpus": 6, "memory": "12G", "storage": "99G"}) == []
+    many = [small("a", vcpus=8), small("b", vcpus=8)]
+    assert errors_of(many, topology=HOST, reserve={"cpus": 6, "overcommit_cpus": True}) == []
+    # Before the host is read (a first check run), nothing is known, so nothing is refused.
+    assert errors_of(many, reserve={"cpus": 6, "memory": "64G", "storage": "2T"}) == []
+
+
+def test_the_seeds_guests_fit_the_seeds_reserve():
+    seed = {"online": list(range(20)), "memory": {"total_kib": 64 * 1024 * 1024},
+            "filesystems": {"/mnt/vm": {"size": 2 * 1024 ** 4, "free": 2 * 1024 ** 4}}}
+    inventory = yaml.safe_load((ROOT / "inventories" / "workstation" / "group_vars" / "hypervisors.yml").read_text())
+    assert inventory["host_reserve"] == {"cpus": 6, "memory": "16G", "storage": "500G"}
+    specs = [spec_of("win11"), spec_of("arch"), spec_of("kali")]
+    assert site_module.reserve_errors(resolve(specs, {"pools": POOLS})[0], inventory["host_reserve"], seed,
+                                      "/mnt/vm") == []
