@@ -10,25 +10,12 @@ version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - Fills in every default of a C(kvmlab.hypervisor.guest) spec and computes what the domain
-    template needs - memory in KiB, disk and cdrom target devices, the deterministic MAC of each
+    builder needs - memory in KiB, disk and cdrom target devices, the deterministic MAC of each
     interface, the CPU topology and the pins as libvirt CPU lists.
-  - Fails with every mistake at once, each naming its field and the fix. Use C(guest_errors) to
-    get the list instead.
-options:
-  _input:
-    description: The guest spec (see C(ansible-doc -t role kvmlab.hypervisor.guest)).
-    type: dict
-    required: true
-  var:
-    description: The name to use for the spec in messages.
-    type: str
-    default: guest_spec
-  topology:
-    description:
-      - For C(guest_errors), the host's C(kvmlab.hypervisor.cpu_topology) facts; then it also
-        checks the guest's memory against the host's and that its pins fit the host's CPUs
-        (and the CPUs other guests pin).
-    type: dict
+  - Fails with every mistake at once, each naming its field and the fix. C(guest_errors) returns
+    the list instead; C(guest_site) checks many guests together.
+extends_documentation_fragment:
+  - kvmlab.hypervisor.guest_spec
 """
 
 EXAMPLES = r"""
@@ -36,10 +23,6 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ {'name': 'kali', 'firmware': 'bios', 'disks': [{'name': 'kali.qcow2', 'size': '33G'}]}
              | kvmlab.hypervisor.guest_spec }}"
-
-- name: List the mistakes without failing
-  ansible.builtin.debug:
-    msg: "{{ {'name': 'x', 'memory': 'lots'} | kvmlab.hypervisor.guest_errors }}"
 """
 
 RETURN = r"""
@@ -51,7 +34,6 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 
 
 def guest_spec(spec, var="guest_spec"):
@@ -61,13 +43,6 @@ def guest_spec(spec, var="guest_spec"):
     return normalized
 
 
-def guest_errors(spec, var="guest_spec", topology=None):
-    errors = normalize(spec, var)[1]
-    if errors or not topology:
-        return errors
-    return resolve([spec], {"topology": topology, "single": True})[1]
-
-
 class FilterModule:
     def filters(self):
-        return {"guest_spec": guest_spec, "guest_errors": guest_errors}
+        return {"guest_spec": guest_spec}

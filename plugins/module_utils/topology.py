@@ -202,7 +202,7 @@ def _explicit(req: dict, ctx: dict) -> dict:
                               % (name, vcpu, cpu, format_cpulist(online)))
             elif cpu in housekeeping:
                 errors.append("guest %s: vCPU %d is pinned to CPU %d, a housekeeping CPU (%s) kept for the host; "
-                              "pin it elsewhere or change cpu_pinning_housekeeping."
+                              "pin it elsewhere or change cpu_housekeeping."
                               % (name, vcpu, cpu, format_cpulist(housekeeping)))
             elif owner.get(cpu, name) != name:
                 errors.append("guest %s: vCPU %d is pinned to CPU %d, which guest %s pins too; pinned guests must "
@@ -240,7 +240,7 @@ def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, num
     else:
         hk = set(parse_cpulist(str(housekeeping)))
     if not hk <= online:
-        errors.append("cpu_pinning_housekeeping: CPUs %s are not online (online: %s)."
+        errors.append("cpu_housekeeping: CPUs %s are not online (online: %s)."
                       % (format_cpulist(hk - online), format_cpulist(online)))
     asked = {req["name"] for req in requests}
     owner: dict[int, str] = {int(c): g for c, g in (taken or {}).items() if g not in asked}
@@ -274,7 +274,7 @@ def compute_pinning(topology: dict, requests: list[dict], housekeeping=None, num
         if scope == "host" and numa_strict and len(topology["nodes"]) > 1:
             per_node = ", ".join("node %d has %d" % (n, len(free & set(cs)))
                                  for n, cs in sorted(topology["nodes"].items()))
-            errors.append("guest %s: %d vCPUs do not fit in one NUMA node (%s free) and cpu_pinning_numa_strict is "
+            errors.append("guest %s: %d vCPUs do not fit in one NUMA node (%s free) and numa_strict is "
                           "set; pin fewer vCPUs or allow crossing nodes." % (name, count, per_node))
             continue
         threads = [t for core in chosen for t in core["threads"]]

@@ -21,6 +21,8 @@ description:
     nearest existing parent before the path exists) in C(filesystems).
 author:
   - kvmlab developers (@kvmlab)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.attributes.read_only
 options:
   uri:
     description:
@@ -34,12 +36,6 @@ options:
     elements: path
     default: []
 attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only; there is nothing to diff.
   facts:
     support: full
     description: Sets C(kvmlab_cpu_topology).

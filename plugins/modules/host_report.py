@@ -18,8 +18,9 @@ description:
   - C(playbooks/report.yml) renders it as markdown.
 author:
   - kvmlab developers (@kvmlab)
-requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.libvirt
+  - kvmlab.hypervisor.attributes.read_only
 options:
   storage_path:
     description: The VM storage whose size and free space the report shows.
@@ -31,17 +32,6 @@ options:
     elements: str
     default: [libvirtd.service, libvirtd.socket, libvirtd-ro.socket, libvirtd-admin.socket, virtlogd.socket,
               virtlockd.socket]
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
-attributes:
-  check_mode:
-    support: full
-    description: Reads only.
-  diff_mode:
-    support: none
-    description: Reads only.
 """
 
 EXAMPLES = r"""

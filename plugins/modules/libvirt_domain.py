@@ -59,8 +59,9 @@ description:
 author:
   - kvmlab developers (@kvmlab)
 requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
   - libvirt 9.0 or later (for C(KEEP_TPM) and the external TPM backend)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.libvirt
 options:
   name:
     description:
@@ -172,10 +173,6 @@ options:
     type: list
     elements: str
     default: []
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
 attributes:
   check_mode:
     support: full

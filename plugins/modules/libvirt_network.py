@@ -25,8 +25,8 @@ description:
     persistent configurations at a time.
 author:
   - kvmlab developers (@kvmlab)
-requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.libvirt
 options:
   networks:
     description: The networks.
@@ -78,10 +78,6 @@ options:
     description: Restart a running network to apply a bridge, forward, address or prefix change.
     type: bool
     default: false
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
 attributes:
   check_mode:
     support: full

@@ -21,8 +21,8 @@ description:
     path or autostart repair) and reports C(build) as changed on every run.
 author:
   - kvmlab developers (@kvmlab)
-requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.libvirt
 options:
   pools:
     description: The pools.
@@ -50,10 +50,6 @@ options:
         description: Whether libvirt starts the pool at boot.
         type: bool
         default: true
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
 attributes:
   check_mode:
     support: full

@@ -20,8 +20,8 @@ description:
     one call prepares all guests' storage. An existing directory keeps its owner and mode.
 author:
   - kvmlab developers (@kvmlab)
-requirements:
-  - libvirt-python on the managed host (Debian python3-libvirt, Arch libvirt-python)
+extends_documentation_fragment:
+  - kvmlab.hypervisor.libvirt
 options:
   volumes:
     description: The volumes.
@@ -71,10 +71,6 @@ options:
     type: list
     elements: path
     default: []
-  uri:
-    description: libvirt connection URI.
-    type: str
-    default: qemu:///system
 attributes:
   check_mode:
     support: full

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_spec import guest_errors
+from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_errors import guest_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import DEFAULTS, guest_mac, normalize
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve

@@ -116,7 +116,7 @@ def test_numa_strict_refuses_crossing(tmp_path):
     t = read(sysfs.numa_server(tmp_path))
     errors = topo.compute_pinning(t, [{"name": "big", "vcpus": 20, "cpu_pinning": "auto"}], numa_strict=True)[1]
     assert errors == ["guest big: 20 vCPUs do not fit in one NUMA node (node 0 has 14, node 1 has 16 free) and "
-                      "cpu_pinning_numa_strict is set; pin fewer vCPUs or allow crossing nodes."]
+                      "numa_strict is set; pin fewer vCPUs or allow crossing nodes."]
     results, errors = topo.compute_pinning(t, [{"name": "big", "vcpus": 20, "cpu_pinning": "auto"}])
     assert errors == [] and len(results["big"]["cpus"]) == 20
 
@@ -133,7 +133,7 @@ def test_explicit_maps_are_validated(tmp_path):
         "guest b: vCPU 0 is pinned to CPU 2, which guest a pins too; pinned guests must not share CPUs.",
         "guest b: vCPU 1 is pinned to CPU 9, which is offline (online: 0-7).",
         "guest c: vCPU 0 is pinned to CPU 0, a housekeeping CPU (0) kept for the host; pin it elsewhere or change "
-        "cpu_pinning_housekeeping.",
+        "cpu_housekeeping.",
         "guest c: cpu_pins names vCPU 3, but the guest has 1 vCPUs (0-0).",
     ]
 
