@@ -18,14 +18,14 @@ class Ended(Exception):
         self.failed, self.result = failed, result
 
 
-def run(monkeypatch, directory, states: dict, check_mode=False, units=UNITS):
+def run(monkeypatch, directory, states: dict, check_mode=False, units=None):
     """main() with a fake systemctl whose units are in `states` ({unit: (UnitFileState, ActiveState)});
     returns (failed, result, the systemctl calls)."""
     calls = []
 
     class FakeModule:
         def __init__(self, **_spec):
-            self.params = {"units": units, "start": ["kvmlab-swtpm-w.socket"], "directory": str(directory)}
+            self.params = {"units": units or UNITS, "start": ["kvmlab-swtpm-w.socket"], "directory": str(directory)}
             self.check_mode = check_mode
 
         def run_command(self, argv):
