@@ -315,7 +315,7 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
         for g in guests:
             try:
                 g["xml"] = domain_xml(g) if g["state"] != "absent" else None
-                g["units"] = (swtpm_units(g, context.get("swtpm_group") or "kvm")
+                g["units"] = (swtpm_units(g, context.get("swtpm_group", "kvm"))
                               if g["state"] != "absent" and g["tpm"] == "external" else [])
             except ValueError as exc:  # a value the checks let through that XML or a unit cannot carry
                 errors.append("%s.%s" % (labels[g["name"]], exc) if str(exc).startswith("tpm_")

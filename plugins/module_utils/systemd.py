@@ -6,10 +6,12 @@ of a guest's external TPM (swtpm), built on the controller with the rest of the 
 from __future__ import annotations
 
 import posixpath
+import re
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
 
 HEADER = "# Managed by kvmlab.hypervisor (the guest role); changes here are overwritten.\n"
+GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # a POSIX group name as useradd accepts it
 
 
 def quote(value, kind: str = "exec") -> str:
@@ -37,6 +39,9 @@ def swtpm_units(g: dict, socket_group: str) -> list[dict]:
     """The socket and service that run swtpm for a guest with tpm: external: socket-activated,
     as tss, its state in tpm_state_dir (0600 files), its control socket at tpm_socket, which
     libvirt connects to. Returns [{name, content}]; ValueError names the field it cannot carry."""
+    if not isinstance(socket_group, str) or not GROUP_RE.fullmatch(socket_group):
+        raise ValueError("guest_swtpm_socket_group: %r is not a group name; use the group QEMU runs in, "
+                         "such as kvm." % (socket_group,))
     name, quoted = g["name"], []
     for field, value, kind in (("tpm_socket", g["tpm_socket"], "whole"),
                                ("tpm_socket", posixpath.dirname(g["tpm_socket"]), "list"),

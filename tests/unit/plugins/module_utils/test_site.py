@@ -337,3 +337,10 @@ def test_the_seeds_guests_fit_the_seeds_reserve():
     specs = [spec_of("win11"), spec_of("arch"), spec_of("kali")]
     assert site_module.reserve_errors(resolve(specs, {"pools": POOLS})[0], inventory["host_reserve"], seed,
                                       "/mnt/vm") == []
+
+
+@pytest.mark.parametrize("group", ["kvm\nExecStartPre=/bin/sh", "k vm", "", "Kvm"])
+def test_the_swtpm_socket_group_cannot_change_the_unit(group):
+    errors = errors_of([small("q", tpm="external")], swtpm_group=group)
+    expected = "guest_spec[q]: guest_swtpm_socket_group: %r is not a group name" % group
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
