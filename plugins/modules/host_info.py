@@ -115,6 +115,15 @@ users:
   returned: always
   type: dict
   sample: {alice: {exists: true, groups: [libvirt], home: /home/alice, uri_default: "qemu:///system"}}
+firmware_enrolled_keys:
+  description:
+    - Where q35 guests get UEFI Secure Boot with enrolled keys from - C(distribution) (a
+      descriptor of the distribution's firmware package), C(current) (the one
+      kvmlab.hypervisor.firmware_enrolled_keys built, up to date), C(build) (it must be built or
+      rebuilt), C(no-firmware) or C(no-template).
+  returned: always
+  type: str
+  sample: distribution
 """
 
 import grp
@@ -123,7 +132,7 @@ import platform
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import host_info
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware, host_info
 
 
 def read(path: str, default: str = "") -> str:
@@ -199,6 +208,7 @@ def core(module: AnsibleModule) -> dict:
         "units": units,
         "users": host_info.user_state(params["users"], existing_users(params["users"]),
                                       {g.gr_name: list(g.gr_mem) for g in grp.getgrall()}),
+        "firmware_enrolled_keys": firmware.plan(firmware.descriptors())["state"],
     }
 
 

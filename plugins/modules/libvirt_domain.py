@@ -270,7 +270,6 @@ purged:
   elements: str
 """
 
-import fnmatch
 import glob
 import ipaddress
 import json
@@ -284,6 +283,7 @@ import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
     URI_OPTION,
     connect,
@@ -295,7 +295,6 @@ UUID_NAMESPACE = uuid.UUID("5b0c7a3e-4f1d-4b8e-9a52-6b7e1f0c2d11")  # kvmlab gue
 TPM_PROBE_SECONDS = 10
 TPM_GET_CAPABILITY = b"\x00\x00\x00\x01"  # swtpm's control channel: CMD_GET_CAPABILITY
 STATE_NAMES = {3: "paused", 7: "suspended"}  # VIR_DOMAIN_PAUSED, VIR_DOMAIN_PMSUSPENDED; others: running
-FIRMWARE_DIRS = ("/etc/qemu/firmware", "/usr/share/qemu/firmware")
 VIRTIOFSD_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/bin/virtiofsd")
 PACKAGES = {  # what provides each part, per distribution family
     "uefi": {"debian": "ovmf", "arch": "edk2-ovmf"},
@@ -319,25 +318,6 @@ def package(part: str) -> str:
     return names.get(os_family()) or " / ".join("%s: %s" % kv for kv in sorted(names.items()))
 
 
-def firmware_descriptors() -> list[dict]:
-    """QEMU's firmware descriptors; a file in /etc overrides the one of the same name in /usr."""
-    seen: dict[str, str] = {}
-    for directory in reversed(FIRMWARE_DIRS):
-        for path in glob.glob(os.path.join(directory, "*.json")):
-            seen[os.path.basename(path)] = path
-    out = []
-    for name in sorted(seen):
-        try:
-            with open(seen[name], encoding="utf-8") as handle:
-                desc = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if isinstance(desc, dict):
-            desc["_file"] = seen[name]
-            out.append(desc)
-    return out
-
-
 def vhost_user_fs() -> bool:
     """Whether a vhost-user descriptor offers a virtiofsd (how libvirt finds it)."""
     for path in glob.glob("/etc/qemu/vhost-user/*.json") + glob.glob("/usr/share/qemu/vhost-user/*.json"):
@@ -348,22 +328,6 @@ def vhost_user_fs() -> bool:
         except (OSError, ValueError, AttributeError):
             continue
     return False
-
-
-def matching_firmware(descriptors: list[dict], arch: str, machine: str, secure: bool, enrolled: bool) -> list[str]:
-    found = []
-    for desc in descriptors:
-        if "uefi" not in desc.get("interface-types", []):
-            continue
-        features = set(desc.get("features", []))
-        if secure != ("secure-boot" in features) or enrolled != ("enrolled-keys" in features):
-            continue
-        for target in desc.get("targets", []):
-            if target.get("architecture") == arch and any(
-                    fnmatch.fnmatch(machine, pattern) for pattern in target.get("machines", [])):
-                found.append(desc["_file"])
-                break
-    return found
 
 
 def preflight(module, conn, name: str, root: ET.Element) -> None:
@@ -389,9 +353,9 @@ def preflight(module, conn, name: str, root: ET.Element) -> None:
             " and enrolled keys" if enrolled else "")
         if offered and "efi" not in offered:
             errors.append("libvirt offers no UEFI firmware here; install %s." % package("uefi"))
-        elif not matching_firmware(firmware_descriptors(), arch, expanded, secure, enrolled):
+        elif not firmware.matching(firmware.descriptors(), arch, expanded, secure, enrolled):
             errors.append("no QEMU firmware descriptor in %s offers %s for %s %s; install %s."
-                          % (" or ".join(FIRMWARE_DIRS), wanted, arch, expanded, package("uefi")))
+                          % (" or ".join(firmware.FIRMWARE_DIRS), wanted, arch, expanded, package("uefi")))
     for tpm in root.findall("devices/tpm"):
         backend = tpm.find("backend")
         btype = backend.get("type") if backend is not None else "emulator"

@@ -4,10 +4,11 @@ this is what keeps a package name, user or path from drifting back to a guess.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware, libvirt_common
 from ansible_collections.kvmlab.hypervisor.plugins.modules import libvirt_domain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def test_the_modules_name_arch_packages_and_paths_as_arch_has_them():
     for part, names in libvirt_domain.PACKAGES.items():
         assert all(n in FACTS["packages"] for n in names["arch"].split(" and ")), part
     assert FACTS["paths"]["virtiofsd"] in libvirt_domain.VIRTIOFSD_PATHS
-    assert FACTS["paths"]["firmware_descriptors"] in libvirt_domain.FIRMWARE_DIRS
+    assert FACTS["paths"]["firmware_descriptors"] in firmware.FIRMWARE_DIRS
     source = Path(libvirt_common.__file__).read_text() + "".join(
         p.read_text() for p in (ROOT / "plugins" / "modules").glob("*.py"))
     for wrong in FACTS["not_packages"]:
@@ -58,7 +59,37 @@ def test_arch_ships_no_enrolled_keys_firmware():
     descriptors = [{"interface-types": ["uefi"], "features": d["features"], "_file": name,
                     "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}]}
                    for name, d in FACTS["firmware"].items()]
-    found = libvirt_domain.matching_firmware
+    found = firmware.matching
     assert found(descriptors, "x86_64", "pc-q35-9.2", secure=True, enrolled=False) == [
         "50-edk2-ovmf-x86_64-secure-4m.json"]
     assert found(descriptors, "x86_64", "pc-q35-9.2", secure=True, enrolled=True) == []
+
+
+def test_on_arch_the_role_builds_enrolled_keys_from_edk2_ovmfs_secure_template(tmp_path):
+    """Arch's descriptors, as files (paths moved under tmp_path), give the module a build plan:
+    enrol into a copy of OVMF_VARS.4m.fd, keep OVMF_CODE.secboot.4m.fd; and the tool it runs
+    comes from an Arch package the role installs."""
+    share, etc = tmp_path / "usr-share-qemu-firmware", tmp_path / "etc-qemu-firmware"
+    share.mkdir()
+    moved = {}
+    for name, d in FACTS["firmware"].items():
+        for key in ("executable", "nvram_template"):
+            path = tmp_path / d[key].lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"\0" * 64)
+            moved[d[key]] = str(path)
+        (share / name).write_text(json.dumps({
+            "interface-types": ["uefi"], "features": d["features"],
+            "mapping": {"device": "flash", "executable": {"filename": moved[d["executable"]], "format": "raw"},
+                        "nvram-template": {"filename": moved[d["nvram_template"]], "format": "raw"}},
+            "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}]}))
+    plan = firmware.plan(firmware.descriptors((str(etc), str(share))), "x86_64", "/var/lib/kvmlab/firmware", str(etc))
+    assert plan["state"] == "build"
+    assert plan["source_template"] == moved["/usr/share/edk2/x64/OVMF_VARS.4m.fd"]
+    assert plan["template"] == "/var/lib/kvmlab/firmware/OVMF_VARS.4m.ms.fd"
+    assert plan["descriptor"] == str(etc / "45-kvmlab-edk2-ovmf-x86_64-secure-4m-enrolled.json")
+    desc = json.loads(plan["content"])
+    assert desc["mapping"]["executable"]["filename"] == moved["/usr/share/edk2/x64/OVMF_CODE.secboot.4m.fd"]
+    assert {"secure-boot", "enrolled-keys"} <= set(desc["features"])
+    assert "virt-firmware" in ARCH["__host_packages"] and "virt-firmware" in FACTS["packages"]
+    assert "Arch: virt-firmware" in (ROOT / "plugins" / "modules" / "firmware_enrolled_keys.py").read_text()

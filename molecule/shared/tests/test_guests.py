@@ -21,13 +21,18 @@ def inactive(host, name: str) -> ET.Element:
     return ET.fromstring(host.check_output(V + "dumpxml --inactive " + name))
 
 
-def descriptor_of(host, loader: str) -> dict:
-    """The QEMU firmware descriptor whose executable is `loader`."""
-    for path in host.check_output("ls /usr/share/qemu/firmware/*.json").split():
+def descriptor_of(host, os_el: ET.Element) -> dict:
+    """The QEMU firmware descriptor libvirt picked for a guest: its code file and NVRAM template
+    (a distribution's, or the one kvmlab.hypervisor.firmware_enrolled_keys built)."""
+    loader, template = os_el.findtext("loader"), os_el.find("nvram").get("template")
+    paths = host.check_output("find /etc/qemu/firmware /usr/share/qemu/firmware -type f 2>/dev/null || true").split()
+    for path in paths:
         desc = json.loads(host.file(path).content_string)
-        if desc.get("mapping", {}).get("executable", {}).get("filename") == loader:
+        mapping = desc.get("mapping", {})
+        if (mapping.get("executable", {}).get("filename"), mapping.get("nvram-template", {}).get("filename")) == (
+                loader, template):
             return desc
-    raise AssertionError("no firmware descriptor has the executable " + loader)
+    raise AssertionError("no firmware descriptor has the executable %s and template %s" % (loader, template))
 
 
 @pytest.mark.parametrize("name", GUESTS)
@@ -50,7 +55,7 @@ def test_uefi_secure_boot_with_enrolled_keys(host, name):
     assert loader is not None and loader.get("type") == "pflash"
     assert loader.get("secure") == "yes"
     # The firmware libvirt picked is one QEMU describes with Secure Boot and Microsoft's keys.
-    features = descriptor_of(host, loader.text)["features"]
+    features = descriptor_of(host, os_el)["features"]
     assert {"secure-boot", "enrolled-keys", "requires-smm"} <= set(features)
     assert live(host, name).find("features/smm").get("state") == "on"
     assert inactive(host, name).find("os").get("firmware") == "efi"
@@ -71,7 +76,7 @@ def test_nvram(host, name, path):
     assert f.is_file
     assert f.mode & 0o007 == 0, "NVRAM must not be world-readable"
     # Created from the vars template that goes with the firmware (same size as the template).
-    template = descriptor_of(host, live(host, name).findtext("os/loader"))["mapping"]["nvram-template"]["filename"]
+    template = descriptor_of(host, live(host, name).find("os"))["mapping"]["nvram-template"]["filename"]
     assert f.size == host.file(template).size
 
 
