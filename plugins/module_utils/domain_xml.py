@@ -59,13 +59,15 @@ def serialize(root) -> str:
 
 def canonical(el) -> str:
     """An element in canonical XML (C14N 2.0, text whitespace stripped, without its tail), for
-    keys and comparisons: the same for equal XML whatever its prefixes, quotes or attribute
-    order. Takes lxml and ElementTree elements (tests/drift_values.py walks ElementTree)."""
+    keys and comparisons: the same for equal XML whatever its quotes, attribute order, empty-tag
+    form or indentation. Takes lxml and ElementTree elements (tests/drift_values.py walks
+    ElementTree)."""
     if isinstance(el, ET.Element):
         el = copy.copy(el)
         el.tail = None
         return ET.canonicalize(ET.tostring(el, encoding="unicode"), strip_text=True)
-    return etree.tostring(el, method="c14n2", with_tail=False, strip_text=True).decode("utf-8")
+    # Serialised first: that declares the namespaces it uses from its ancestors.
+    return etree.canonicalize(etree.tostring(el, encoding="unicode", with_tail=False), strip_text=True)
 
 
 # How repeated children are matched: tag -> function(element) -> key.
