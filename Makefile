@@ -21,7 +21,7 @@ export ANSIBLE_FORCE_COLOR := 1
 
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git
 
-.PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit molecule clean
+.PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit ee molecule clean
 
 help:
 	@sed -n '1,5p' Makefile
@@ -69,7 +69,7 @@ bench: venv image
 demo-destroy:
 	tools/harness down $(DEMO)
 
-test: venv lint sanity unit molecule
+test: venv lint sanity unit ee molecule
 
 lint: venv
 	$(BIN)/yamllint --strict .
@@ -95,8 +95,23 @@ sanity: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
+# The execution environment's build context (execution-environment.yml), without building the
+# image: the collection's tarball, then `ansible-builder create`; checks that the Containerfile
+# installs the tarball and the EE's requirements. Build the image with `ansible-builder build`.
+EE_CONTEXT ?= .kvmlab/ee-context
+GALAXY_VERSION = $(shell sed -n 's/^version: *//p' galaxy.yml)
+ee: venv
+	rm -rf $(EE_CONTEXT)
+	$(BIN)/ansible-galaxy collection build --force >/dev/null
+	$(BIN)/ansible-builder create -f execution-environment.yml -c $(EE_CONTEXT) -v 1
+	test -s $(EE_CONTEXT)/Containerfile
+	test -s $(EE_CONTEXT)/_build/collections/kvmlab-hypervisor-$(GALAXY_VERSION).tar.gz
+	for f in requirements.yml requirements.txt bindep.txt; do test -s $(EE_CONTEXT)/_build/$$f; done
+	grep -q 'ansible-galaxy collection install' $(EE_CONTEXT)/Containerfile
+	@echo "EE context OK: $(EE_CONTEXT)/Containerfile"
+
 molecule: venv image
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
 
 clean:
-	rm -rf $(SANITY_DIR) .pytest_cache .ruff_cache
+	rm -rf $(SANITY_DIR) $(EE_CONTEXT) .pytest_cache .ruff_cache

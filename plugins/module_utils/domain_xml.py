@@ -20,15 +20,55 @@ drift. The rules:
   difference;
 - `merge` builds the XML to define from libvirt's, applying the desired parts, so that uuid,
   PCI addresses and generated values survive a redefinition (guests see the same hardware).
+  It edits libvirt's tree in place with lxml: what the spec does not own (the libosinfo
+  <metadata> virt-install writes, a <qemu:commandline>, any other namespace) is written back
+  with its own prefixes and namespace declarations, as libvirt gave it. ElementTree would
+  rename every prefix to ns0, ns1 at each redefinition.
 
-Only the standard library's ElementTree is needed.
+Needs lxml (python3-lxml on Debian, python-lxml on Arch; the host role installs it): modules
+check HAS_LXML and fail with missing_required_lib otherwise.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import traceback
 import xml.etree.ElementTree as ET
+
+try:
+    from lxml import etree
+except ImportError:
+    etree = None
+    HAS_LXML = False
+    LXML_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_LXML = True
+    LXML_IMPORT_ERROR = None
+
+
+def parse(xml: str):
+    """An lxml tree of a domain XML, without comments (libvirt keeps none), entities or network."""
+    parser = etree.XMLParser(remove_comments=True, remove_pis=True, resolve_entities=False, no_network=True)
+    return etree.fromstring(xml.encode("utf-8") if isinstance(xml, str) else xml, parser)
+
+
+def serialize(root) -> str:
+    return etree.tostring(root, encoding="unicode")
+
+
+def canonical(el) -> str:
+    """An element in canonical XML (C14N 2.0, text whitespace stripped, without its tail), for
+    keys and comparisons: the same for equal XML whatever its quotes, attribute order, empty-tag
+    form or indentation. Takes lxml and ElementTree elements (tests/drift_values.py walks
+    ElementTree)."""
+    if isinstance(el, ET.Element):
+        el = copy.copy(el)
+        el.tail = None
+        return ET.canonicalize(ET.tostring(el, encoding="unicode"), strip_text=True)
+    # Serialised first: that declares the namespaces it uses from its ancestors.
+    return etree.canonicalize(etree.tostring(el, encoding="unicode", with_tail=False), strip_text=True)
+
 
 # How repeated children are matched: tag -> function(element) -> key.
 KEYS = {
@@ -45,7 +85,7 @@ KEYS = {
     "graphics": lambda e: e.get("type"),
     "listen": lambda e: e.get("type"),
     "boot": lambda e: e.get("dev"),
-    "hostdev": lambda e: ET.tostring(e.find("source"), encoding="unicode") if e.find("source") is not None else None,
+    "hostdev": lambda e: canonical(e.find("source")) if e.find("source") is not None else None,
 }
 # Children the spec owns, per parent: libvirt's extra ones of these kinds are differences.
 OWNED = {
@@ -75,7 +115,7 @@ OWNED_ATTRIBUTES = {"driver": ("iothread",), "graphics": ("passwd",)}
 KIND_ATTRIBUTES = {"cpu": "mode"}
 
 
-def _kind_changed(desired: ET.Element, current: ET.Element) -> bool:
+def _kind_changed(desired, current) -> bool:
     attr = KIND_ATTRIBUTES.get(desired.tag)
     return bool(attr) and desired.get(attr) is not None and desired.get(attr) != current.get(attr)
 
@@ -85,7 +125,7 @@ def _kind_changed(desired: ET.Element, current: ET.Element) -> bool:
 IMPLICIT = {("input", ("mouse", "ps2")), ("input", ("keyboard", "ps2"))}
 
 
-def _owned(parent: str, child: ET.Element) -> bool:
+def _owned(parent: str, child) -> bool:
     kinds = OWNED.get(parent, ())
     return (kinds == "*" or child.tag in kinds) and _key(child) not in IMPLICIT
 
@@ -112,19 +152,24 @@ def _same(tag: str, attr: str, have: str | None, want: str) -> bool:
     return have == want
 
 
-def _key(el: ET.Element):
+def _key(el):
     fn = KEYS.get(el.tag)
     return (el.tag, fn(el)) if fn else (el.tag, None)
 
 
-def _label(el: ET.Element) -> str:
+def _label(el) -> str:
     key = _key(el)[1]
     if key is None:
         return el.tag
     return "%s[%s]" % (el.tag, ",".join(str(k) for k in key) if isinstance(key, tuple) else key)
 
 
-def _find(parent: ET.Element, want: ET.Element, taken: set) -> ET.Element | None:
+def _find(parent, want, taken: set):
+    """The first child of `parent` of `want`'s kind and key whose id is not in `taken`.
+
+    Works on lxml and ElementTree elements. lxml makes a new Python object for an element each
+    time one is asked for unless one is still referenced, so callers that keep ids in `taken`
+    hold a list of `parent`'s children while they match (see `_children`)."""
     key = _key(want)
     for child in parent:
         if id(child) not in taken and child.tag == want.tag and (key[1] is None or _key(child) == key):
@@ -132,11 +177,15 @@ def _find(parent: ET.Element, want: ET.Element, taken: set) -> ET.Element | None
     return None
 
 
-def _empty(el: ET.Element) -> bool:
-    return not el.attrib and not (el.text or "").strip() and len(el) == 0
+def _children(el) -> list:
+    return list(el)
 
 
-def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]) -> None:
+def _empty(el) -> bool:
+    return len(el.attrib) == 0 and not (el.text or "").strip() and len(el) == 0
+
+
+def _compare(desired, current, path: str, out: list[str]) -> None:
     for attr, value in desired.attrib.items():
         have = current.get(attr)
         if not _same(desired.tag, attr, have, value):
@@ -146,6 +195,7 @@ def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]
             out.append("%s@%s: %r -> None" % (path, attr, current.get(attr)))
     if (desired.text or "").strip() and (desired.text or "").strip() != (current.text or "").strip():
         out.append("%s: %r -> %r" % (path, (current.text or "").strip(), desired.text.strip()))
+    children = _children(current)  # held, so that the ids in `taken` stay those of these elements
     taken: set[int] = set()
     for child in desired:
         match = _find(current, child, taken)
@@ -156,71 +206,102 @@ def _compare(desired: ET.Element, current: ET.Element, path: str, out: list[str]
             continue
         taken.add(id(match))
         _compare(child, match, child_path, out)
-    for child in current:
+    for child in children:
         if _owned(desired.tag, child) and id(child) not in taken:
             out.append("%s/%s: not in the spec, would be removed" % (path, _label(child)))
 
 
 def differences(desired_xml: str, current_xml: str) -> list[str]:
     """What would change, one line per difference; empty when the domain matches the spec."""
-    desired, current = ET.fromstring(desired_xml), ET.fromstring(current_xml)
+    desired, current = parse(desired_xml), parse(current_xml)
     out: list[str] = []
     _compare(desired, current, desired.tag, out)
     return out
 
 
-def _merged_attributes(desired: ET.Element, current: ET.Element) -> dict:
-    attrib = dict(current.attrib)
+def _merge_attributes(desired, current) -> None:
     for attr, value in desired.attrib.items():
         if not _same(desired.tag, attr, current.get(attr), value):
-            attrib[attr] = value
+            current.set(attr, value)
     for attr in OWNED_ATTRIBUTES.get(desired.tag, ()):
-        if desired.get(attr) is None:
-            attrib.pop(attr, None)
-    return attrib
+        if desired.get(attr) is None and attr in current.attrib:
+            del current.attrib[attr]
 
 
-def _merge(desired: ET.Element, current: ET.Element) -> ET.Element:
-    result = copy.copy(current)  # shallow: children are rebuilt below
-    result.attrib = _merged_attributes(desired, current)
+def _new(element, tail: str | None):
+    """A copy of a desired element to put into libvirt's tree, indented like its neighbour."""
+    new = copy.deepcopy(element)
+    new.tail = tail
+    return new
+
+
+def _merge(desired, current) -> None:
+    """Apply `desired` to libvirt's element `current`, in place: what the spec does not own
+    (attributes, children, namespaces, text, whitespace) stays as libvirt wrote it."""
+    _merge_attributes(desired, current)
     if (desired.text or "").strip():
-        result.text = desired.text.strip()
-    children = list(current)
+        current.text = desired.text.strip()
+    children = _children(current)  # held, so that the ids in `taken` stay those of these elements
     taken: set[int] = set()
-    replaced: dict[int, ET.Element] = {}
-    added: list[ET.Element] = []
+    added = []
     for child in desired:
         match = _find(current, child, taken)
         if match is None:
             if not _empty(child):
-                added.append(copy.deepcopy(child))
+                added.append(child)
+            continue
+        taken.add(id(match))
+        if _kind_changed(child, match):
+            current.replace(match, _new(child, match.tail))
         else:
-            taken.add(id(match))
-            replaced[id(match)] = (copy.deepcopy(child) if _kind_changed(child, match) else _merge(child, match))
-    kept = []
+            _merge(child, match)
     for child in children:
         if _owned(desired.tag, child) and id(child) not in taken:
-            continue
-        kept.append(replaced.get(id(child), child))
-    for new in added:
+            _remove(current, child)
+    for element in added:
         # Next to its siblings of the same kind, so libvirt's element order is kept.
-        same = [i for i, c in enumerate(kept) if c.tag == new.tag]
-        kept.insert(same[-1] + 1 if same else len(kept), new)
-    for child in list(result):
-        result.remove(child)
-    result.extend(kept)
-    return result
+        kept = _children(current)
+        same = [c for c in kept if c.tag == element.tag]
+        _insert_after(current, same[-1] if same else (kept[-1] if kept else None), element)
+
+
+def _insert_after(parent, after, element) -> None:
+    """A copy of the desired `element` after `after` (or as `parent`'s only child), indented
+    like its siblings."""
+    new = _new(element, None)
+    if after is None:
+        parent.append(new)
+        return
+    new.tail = after.tail
+    last = after.getnext() is None
+    after.addnext(new)
+    if last:  # `after` held the closing tag's indentation, which now follows the new element
+        previous = after.getprevious()
+        after.tail = previous.tail if previous is not None else parent.text
+
+
+def _remove(parent, child) -> None:
+    """Remove `child`, keeping the whitespace before its next sibling as it was."""
+    previous = child.getprevious()
+    if previous is not None:
+        previous.tail = child.tail
+    else:
+        parent.text = child.tail if (parent.text or "").strip() == "" else parent.text
+    child.tail = None
+    parent.remove(child)
 
 
 def merge(desired_xml: str, current_xml: str) -> str:
     """The XML to define: libvirt's, with the desired parts applied and owned extras removed."""
-    return ET.tostring(_merge(ET.fromstring(desired_xml), ET.fromstring(current_xml)), encoding="unicode")
+    current = parse(current_xml)
+    _merge(parse(desired_xml), current)
+    return serialize(current)
 
 
 def firmware(xml: str) -> str:
     """The firmware kind a domain XML describes: bios, uefi, uefi+secure-boot or
     uefi+secure-boot+enrolled-keys. A change between kinds needs a new NVRAM."""
-    os_el = ET.fromstring(xml).find("os")
+    os_el = parse(xml).find("os")
     if os_el is None:
         return "bios"
     loader = os_el.find("loader")
@@ -234,7 +315,7 @@ def firmware(xml: str) -> str:
 
 def nvram_path(xml: str, default_dir: str = "/var/lib/libvirt/qemu/nvram") -> str | None:
     """The domain's NVRAM file: the one its XML names, else libvirt's default; None for BIOS."""
-    root = ET.fromstring(xml)
+    root = parse(xml)
     if firmware(xml) == "bios":
         return None
     path = (root.findtext("os/nvram") or "").strip()
@@ -244,18 +325,16 @@ def nvram_path(xml: str, default_dir: str = "/var/lib/libvirt/qemu/nvram") -> st
 def replace_os(merged_xml: str, desired_xml: str) -> str:
     """`merged_xml` with its <os> taken whole from `desired_xml`: for a firmware change, where
     libvirt's selected loader and NVRAM template of the old kind must not survive."""
-    merged, desired = ET.fromstring(merged_xml), ET.fromstring(desired_xml)
+    merged, desired = parse(merged_xml), parse(desired_xml)
     old = merged.find("os")
-    index = list(merged).index(old)
-    merged.remove(old)
-    merged.insert(index, copy.deepcopy(desired.find("os")))
-    return ET.tostring(merged, encoding="unicode")
+    merged.replace(old, _new(desired.find("os"), old.tail))
+    return serialize(merged)
 
 
 def pretty(xml: str) -> str:
     """Indented XML for diffs, one element per line."""
     if not xml:
         return ""
-    root = ET.fromstring(xml)
-    ET.indent(root, space="  ")
-    return ET.tostring(root, encoding="unicode") + "\n"
+    root = parse(xml)
+    etree.indent(root, space="  ")
+    return serialize(root) + "\n"

@@ -60,6 +60,8 @@ author:
   - kvmlab developers (@kvmlab)
 requirements:
   - libvirt 9.0 or later (for C(KEEP_TPM) and the external TPM backend)
+  - lxml on the managed host (Debian C(python3-lxml), Arch C(python-lxml); the C(kvmlab.hypervisor.host)
+    role installs it), so that libvirt's XML is written back with its own namespace prefixes
 extends_documentation_fragment:
   - kvmlab.hypervisor.libvirt
 options:
@@ -281,7 +283,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
@@ -796,6 +798,12 @@ def main() -> None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         module.fail_json(msg="guests: %s listed more than once; each guest once." % ", ".join(twice))
+    if not dx.HAS_LXML:
+        if module.check_mode:  # a fresh host, where the host role only predicted the install
+            module.exit_json(changed=True, msg="lxml is not installed yet; the guests %s would be defined"
+                             % ", ".join(names))
+        module.fail_json(msg=missing_required_lib("lxml (Debian: python3-lxml, Arch: python-lxml)"),
+                         exception=dx.LXML_IMPORT_ERROR)
     conn = connect(module, module.params["uri"], "the guests %s would be defined" % ", ".join(names))
     try:
         domains = {dom.name(): dom for dom in conn.listAllDomains(0)}
