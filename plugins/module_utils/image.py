@@ -16,6 +16,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import http.client
 import json
 import lzma
 import os
@@ -120,11 +121,13 @@ def request_url(url: str) -> str:
                                     urllib.parse.quote(parts.query, safe=safe + "?"), ""))
 
 
-def _copy(reader, writer, digest=None) -> None:
+def _copy(reader, writer, digest=None) -> int:
+    total = 0
     while True:
         chunk = reader.read(CHUNK)
         if not chunk:
-            return
+            return total
+        total += len(chunk)
         if digest is not None:
             digest.update(chunk)
         writer.write(chunk)
@@ -140,8 +143,11 @@ def fetch(source: dict, target: str) -> str:
             timeout = source.get("timeout") or DEFAULT_TIMEOUT
             try:
                 with urllib.request.urlopen(request_url(source["url"]), timeout=timeout) as response:
-                    _copy(response, out, digest)
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+                    length = response.headers.get("Content-Length")
+                    got = _copy(response, out, digest)
+                    if length and length.isdigit() and got != int(length):
+                        raise OSError("the download ended after %d of %s bytes" % (got, length))
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeouts are OSErrors
                 raise ImageError("cannot download %s: %s" % (source["url"], exc)) from exc
         else:
             try:

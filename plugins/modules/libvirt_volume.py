@@ -277,7 +277,7 @@ def from_source(module: AnsibleModule, pool, spec: dict, capacity: int, result: 
     key = "%s/%s" % (spec["pool"], spec["name"])
     try:
         placed = image.place(spec["source"], predicted_path(pool, spec), capacity, spec["format"])
-    except image.ImageError as exc:
+    except (image.ImageError, OSError) as exc:  # OSError: the pool's directory (no temporary file is left)
         module.fail_json(msg="volumes[%s].source: %s" % (key, exc), **result)
     result["sources"][key] = {"source": image.describe(spec["source"]), "checksum": placed["checksum"],
                               "compression": placed["compression"]}

@@ -281,3 +281,26 @@ def test_request_url_percent_encodes_verbatim_names():
     assert image.request_url("http://h:8/a b/Tim's \"R&D\"/ü.qcow2?x=ä b&y=1") == (
         "http://h:8/a%20b/Tim's%20%22R&D%22/%C3%BC.qcow2?x=%C3%A4%20b&y=1")
     assert image.request_url("https://bücher.example/a%20b") == "https://xn--bcher-kva.example/a%20b"
+
+
+def test_a_truncated_download_is_an_error_and_leaves_nothing(tmp_path, pool):
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 * MIB))
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(image.ImageError, match="cannot download"):
+            image.place({"url": "http://127.0.0.1:%d/a.qcow2" % httpd.server_address[1], "timeout": 5,
+                         "checksum": "sha256:" + "0" * 64}, str(pool / "d.qcow2"), 16 * MIB, "qcow2")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert os.listdir(pool) == []
