@@ -306,4 +306,3 @@ def place(source: dict, dest: str, capacity: int, volume_format: str) -> dict:
 def describe(source: dict) -> str:
     """The source as a diff or message shows it."""
     return source.get("url") or source.get("path") or ""
-
