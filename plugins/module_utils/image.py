@@ -1,6 +1,7 @@
 # Copyright (c) kvmlab developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A disk's first content from a prebuilt image (a disk spec's `source`), Python standard library only.
+"""A disk's first content from a prebuilt image (a disk spec's `source`): the Python standard
+library and Ansible's open_url only, nothing to install but qemu-img (and 7z for 7z archives).
 
 `source_errors(source, label)` checks a source spec (on the controller and again in the module);
 `place(source, dest, capacity, volume_format)` fetches the image (an http(s) URL or a local file)
@@ -24,7 +25,11 @@ import re
 import subprocess
 import tempfile
 import urllib.parse
-import urllib.request
+
+# Ansible's own HTTP client (shipped with every module, no dependency to install): urllib with
+# certificate checks, proxies from the environment and redirects.
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 CHUNK = 1024 * 1024
 ALGORITHMS = {"sha256": 64, "sha512": 128}  # accepted checksum algorithms -> hex digits
@@ -142,12 +147,12 @@ def fetch(source: dict, target: str) -> str:
         if source.get("url"):
             timeout = source.get("timeout") or DEFAULT_TIMEOUT
             try:
-                with urllib.request.urlopen(request_url(source["url"]), timeout=timeout) as response:
+                with open_url(request_url(source["url"]), timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     got = _copy(response, out, digest)
                     if length and length.isdigit() and got != int(length):
                         raise OSError("the download ended after %d of %s bytes" % (got, length))
-            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError, timeouts are OSErrors
+            except (OSError, ValueError, http.client.HTTPException, UrlConnectionError) as exc:  # URLError: OSError
                 raise ImageError("cannot download %s: %s" % (source["url"], exc)) from exc
         else:
             try:
