@@ -19,7 +19,7 @@ export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
 
-APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git
+APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full
 
 .PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit ee molecule clean
 

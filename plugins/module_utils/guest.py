@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import re
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import source_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size, path_error, text_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import format_cpulist, parse_cpulist
 
@@ -65,7 +66,7 @@ DEFAULTS = {
     "allow_foreign_paths": False,
 }
 DISK_DEFAULTS = {"name": None, "pool": "vm", "size": None, "format": "qcow2", "bus": "virtio",
-                 "backing_file": None, "backing_format": "qcow2", "allow_grow": False}
+                 "backing_file": None, "backing_format": "qcow2", "allow_grow": False, "source": None}
 INTERFACE_DEFAULTS = {"network": "default", "mac": None, "model": "virtio", "boot_rom": True}
 FILESYSTEM_DEFAULTS = {"source": None, "target": None, "allow_system_dir": False}
 CDROM_DEFAULTS = {"path": None}
@@ -84,7 +85,7 @@ TYPES = {
     "allow_foreign_paths": bool,
     # list items
     "disks.name": str, "disks.pool": str, "disks.size": (str, int), "disks.format": str, "disks.bus": str,
-    "disks.backing_file": str, "disks.backing_format": str, "disks.allow_grow": bool,
+    "disks.backing_file": str, "disks.backing_format": str, "disks.allow_grow": bool, "disks.source": dict,
     "interfaces.network": str, "interfaces.mac": str, "interfaces.model": str, "interfaces.boot_rom": bool,
     "filesystems.source": str, "filesystems.target": str, "filesystems.allow_system_dir": bool,
     "cdroms.path": str,
@@ -208,6 +209,15 @@ def _ident(value, label: str, errors: list, what: str) -> None:
         errors.append("%s: %r is not a %s; use letters, digits, '.', '_', '+', ':' or '-'." % (label, value, what))
 
 
+def _disk_source(disk: dict, label: str, errors: list) -> None:
+    """A disk's first content from a prebuilt image (module_utils/image.py checks it, here and on the host)."""
+    if disk["source"] is None:
+        return
+    errors += source_errors(disk["source"], label + ".source", disk["format"])
+    if disk["backing_file"] is not None:
+        errors.append("%s.source: a disk made from a source has no backing_file; give one or the other." % label)
+
+
 def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # Disks: sized volumes in libvirt pools, with their target devices.
     g["disks"] = _items(g, "disks", DISK_DEFAULTS, errors, var)
@@ -221,6 +231,7 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         _ident(disk["pool"], label + ".pool", errors, "pool name")
         if disk["backing_file"] is not None:
             _path(disk["backing_file"], label + ".backing_file", errors, "/mnt/vm/base.qcow2")
+        _disk_source(disk, label, errors)
         if (disk["pool"], disk["name"]) in seen:
             errors.append("%s: %s/%s is listed twice." % (label, disk["pool"], disk["name"]))
         seen.add((disk["pool"], disk["name"]))
@@ -242,6 +253,8 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
             disk["volume"]["backing_format"] = disk["backing_format"]
         else:
             del disk["volume"]["backing_file"]
+        if disk["source"]:  # the volume's first content (kvmlab.hypervisor.libvirt_volume's source)
+            disk["volume"]["source"] = {k: v for k, v in disk["source"].items() if v is not None}
 
 
 def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:

@@ -12,6 +12,8 @@ import ipaddress
 import posixpath
 import re
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import source_errors
+
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 BRIDGE_MAX = 15  # IFNAMSIZ - 1
@@ -136,6 +138,8 @@ def volume_errors(volumes: list[dict], pools: list[dict], var: str = "storage_vo
         backing = vol.get("backing_file")
         if backing and not posixpath.isabs(backing):
             errors.append("%s.backing_file: %r is relative; give an absolute path." % (label, backing))
+        if vol.get("source") is not None:
+            errors += source_errors(vol["source"], label + ".source", vol.get("format") or "qcow2")
     return errors
 
 

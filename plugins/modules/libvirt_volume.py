@@ -16,6 +16,12 @@ description:
     is an error, reported before any volume is touched; growing needs O(volumes[].allow_grow).
   - A volume libvirt does not list is looked for again after a rescan of its pool, so disk
     images copied in by hand count as existing; a converged host is never rescanned.
+  - A volume that does not exist yet can get its first content from a prebuilt image
+    (O(volumes[].source)) - downloaded or copied once to a temporary file in the pool's directory,
+    its checksum verified as downloaded, decompressed, its format checked and grown to
+    O(volumes[].capacity) with C(qemu-img), and only then moved into place; the pool is rescanned
+    so libvirt sees it. On any failure nothing is left behind. An existing volume ignores its
+    source entirely (nothing is downloaded or checked).
   - It also makes the guests' missing directories (O(directories), such as virtiofs shares), so
     one call prepares all guests' storage. An existing directory keeps its owner and mode.
 author:
@@ -63,6 +69,50 @@ options:
         description: Grow an existing volume that is smaller than O(volumes[].capacity).
         type: bool
         default: false
+      source:
+        description:
+          - The first content of a volume that does not exist yet - a prebuilt image, such as Arch's
+            C(Arch-Linux-x86_64-basic.qcow2) or Kali's C(kali-linux-2025.2-qemu-amd64.7z). Give
+            either O(volumes[].source.url) or O(volumes[].source.path), and always
+            O(volumes[].source.checksum).
+          - Needs C(qemu-img) on the host, and C(7z) for 7z archives (Debian 13 and Arch - C(7zip);
+            Debian 12 - C(p7zip-full)).
+          - Not with O(volumes[].backing_file). An image whose virtual size is above
+            O(volumes[].capacity) is an error (never shrunk); a smaller one is grown.
+        type: dict
+        suboptions:
+          url:
+            description:
+              - An C(http://) or C(https://) URL, taken verbatim (spaces and non-ASCII letters are
+                percent-encoded for the request).
+            type: str
+          path:
+            description: An absolute path of a local image file on the host (copied, never moved).
+            type: str
+          checksum:
+            description:
+              - The checksum of the file as downloaded (for an archive, of the archive, as the
+                distributions publish it) - C(sha256:<64 hex digits>) or C(sha512:<128 hex digits>).
+                Required.
+              - Verified before the image becomes the volume; a mismatch is an error naming both sums.
+            type: str
+          format:
+            description:
+              - The image's format once decompressed, checked against C(qemu-img info); default
+                O(volumes[].format), which it must equal.
+            type: str
+            choices: [qcow2, raw]
+          compression:
+            description:
+              - How the download is compressed; default from the URL's or path's suffix (C(.xz),
+                C(.gz), C(.bz2), C(.7z); anything else is C(none)).
+              - A 7z archive must hold exactly one disk image (C(.qcow2), C(.qcow), C(.img) or C(.raw)).
+            type: str
+            choices: [none, xz, gz, bz2, 7z]
+          timeout:
+            description: Seconds the download may wait for the server at each step.
+            type: int
+            default: 60
   directories:
     description:
       - Absolute paths of directories to make, with their parents, when missing (mode 0755, owned
@@ -77,7 +127,7 @@ attributes:
     description: Reports what it would create or grow and calls no write API.
   diff_mode:
     support: full
-    description: Shows each created or grown volume's capacity before and after.
+    description: Shows each created or grown volume's capacity before and after (and its source).
 """
 
 EXAMPLES = r"""
@@ -85,6 +135,16 @@ EXAMPLES = r"""
   kvmlab.hypervisor.libvirt_volume:
     volumes:
       - {pool: vm, name: win11.qcow2, capacity: 40G}
+
+- name: Arch's prebuilt image as the first content of arch.qcow2, grown to 40G
+  kvmlab.hypervisor.libvirt_volume:
+    volumes:
+      - pool: vm
+        name: arch.qcow2
+        capacity: 40G
+        source:
+          url: https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-basic.qcow2
+          checksum: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 """
 
 RETURN = r"""
@@ -98,7 +158,12 @@ actions:
   description: What was done (or would be done in check mode) per pool/volume.
   returned: always
   type: dict
-  sample: {vm/win11.qcow2: create}
+  sample: {vm/win11.qcow2: create, vm/arch.qcow2: create_from_source}
+sources:
+  description: Per volume made from its source - the URL or path, the checksum verified and the compression.
+  returned: always
+  type: dict
+  sample: {vm/arch.qcow2: {source: /mnt/vm/iso/arch.qcow2, checksum: "sha256:0123...", compression: none}}
 paths:
   description: The path of each listed volume that exists (or would, in check mode).
   returned: always
@@ -110,6 +175,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import image
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volplan
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
     URI_OPTION,
@@ -194,6 +260,31 @@ def directories(module: AnsibleModule) -> tuple[list, dict]:
     return missing, result
 
 
+def source_check(module: AnsibleModule, spec: dict, key: str) -> None:
+    source = spec.get("source")
+    if source is None:
+        return
+    errors = image.source_errors(source, "volumes[%s].source" % key, spec["format"])
+    if spec.get("backing_file"):
+        errors.append("volumes[%s].source: a volume made from a source has no backing_file; give one or the other."
+                      % key)
+    if errors:
+        module.fail_json(msg=" ".join(errors))
+
+
+def from_source(module: AnsibleModule, pool, spec: dict, capacity: int, result: dict):
+    """The volume made from its source in the pool's directory, then seen by libvirt."""
+    key = "%s/%s" % (spec["pool"], spec["name"])
+    try:
+        placed = image.place(spec["source"], predicted_path(pool, spec), capacity, spec["format"])
+    except (image.ImageError, OSError) as exc:  # OSError: the pool's directory (no temporary file is left)
+        module.fail_json(msg="volumes[%s].source: %s" % (key, exc), **result)
+    result["sources"][key] = {"source": image.describe(spec["source"]), "checksum": placed["checksum"],
+                              "compression": placed["compression"]}
+    pool.refresh(0)  # as for an image copied in by hand: libvirt lists it after a rescan
+    return pool.storageVolLookupByName(spec["name"])
+
+
 def plan_volumes(module: AnsibleModule) -> list:
     """Every volume planned before any is changed, so a refused shrink stops the whole list."""
     if not module.params["volumes"]:
@@ -207,6 +298,7 @@ def plan_volumes(module: AnsibleModule) -> list:
             capacity = parse_size(spec["capacity"])
         except ValueError as exc:
             module.fail_json(msg="volumes[%s].capacity: %s" % (key, exc))
+        source_check(module, spec, key)
         pool = lookup_pool(module, conn, spec["pool"], pools)
         vol, current = existing(module, pool, spec, key, pools)
         action, problem = volplan.plan(spec, capacity, current)
@@ -218,25 +310,31 @@ def plan_volumes(module: AnsibleModule) -> list:
 
 def core(module: AnsibleModule) -> dict:
     missing, result = directories(module)
+    result["sources"] = {}
     plans = plan_volumes(module)
     make_directories(module, missing)
-    for spec, key, capacity, pool, vol, current, action, problem in plans:
+    for spec, key, capacity, pool, vol, current, planned, problem in plans:
         if problem:
             module.warn(problem[1])
         if vol is not None:
             result["paths"][key] = vol.path()
-        if action is None:
+        if planned is None:
             continue
         result["changed"] = True
+        action = "create_from_source" if planned == "create" and spec.get("source") else planned
         result["actions"][key] = action
         result["diff"]["before"][key] = {"capacity": current["capacity"]} if current else {"exists": False}
         result["diff"]["after"][key] = {"capacity": capacity, "format": spec["format"]}
+        if action == "create_from_source":
+            result["diff"]["after"][key]["source"] = image.describe(spec["source"])
         if module.check_mode:
-            if action == "create":
+            if action != "grow":
                 result["paths"][key] = predicted_path(pool, spec)
             continue
         try:
-            if action == "create":
+            if action == "create_from_source":
+                result["paths"][key] = from_source(module, pool, spec, capacity, result).path()
+            elif action == "create":
                 result["paths"][key] = create(pool, spec, capacity).path()
             else:
                 vol.resize(capacity, 0)
@@ -270,6 +368,17 @@ def main() -> None:
                     "backing_file": {"type": "path"},
                     "backing_format": {"type": "str", "choices": ["qcow2", "raw"], "default": "qcow2"},
                     "allow_grow": {"type": "bool", "default": False},
+                    "source": {
+                        "type": "dict",
+                        "options": {
+                            "url": {"type": "str"},
+                            "path": {"type": "str"},
+                            "checksum": {"type": "str"},
+                            "format": {"type": "str", "choices": ["qcow2", "raw"]},
+                            "compression": {"type": "str", "choices": list(image.COMPRESSIONS)},
+                            "timeout": {"type": "int", "default": image.DEFAULT_TIMEOUT},
+                        },
+                    },
                 },
             },
             **URI_OPTION,

@@ -10,7 +10,13 @@ import pytest
 import yaml
 from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_errors import guest_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import DEFAULTS, guest_mac, normalize
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
+    DEFAULTS,
+    DISK_DEFAULTS,
+    guest_mac,
+    normalize,
+)
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import COMPRESSIONS, SOURCE_KEYS
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
 
@@ -269,3 +275,68 @@ def test_dropping_virtiofs_hugepages_and_iothreads_is_a_difference(tmp_path):
     root = ET.fromstring(merged)
     assert root.find("memoryBacking") is None and root.find("iothreads") is None
     assert root.find("devices/disk/driver").get("iothread") is None
+
+
+SUM = "sha256:" + "a" * 64
+ARCH_URL = "https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-basic.qcow2"
+
+
+def test_disk_options_match_the_roles_argument_specs():
+    specs = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
+    disks = specs["argument_specs"]["main"]["options"]["guest_spec"]["options"]["disks"]["options"]
+    assert set(disks) == set(DISK_DEFAULTS)
+    source = disks["source"]["options"]
+    assert set(source) == set(SOURCE_KEYS)
+    assert source["compression"]["choices"] == list(COMPRESSIONS)
+
+
+def test_a_disk_source_reaches_its_volume():
+    disk = {"name": "arch.qcow2", "size": "40G", "source": {"url": ARCH_URL, "checksum": SUM, "format": None}}
+    g, errors = normalize({"name": "arch", "disks": [disk]})
+    assert errors == []
+    assert g["disks"][0]["volume"] == {"pool": "vm", "name": "arch.qcow2", "format": "qcow2", "allow_grow": False,
+                                       "capacity": "40G", "source": {"url": ARCH_URL, "checksum": SUM}}
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ({"url": ARCH_URL, "path": "/mnt/vm/iso/a.qcow2", "checksum": SUM}, "guest_spec.disks[0].source: give either"),
+    ({"checksum": SUM}, "guest_spec.disks[0].source: give either url (http or https) or path"),
+    ({"url": "ftp://x/a.qcow2", "checksum": SUM}, "guest_spec.disks[0].source.url: 'ftp://x/a.qcow2' is not an"),
+    ({"path": "iso/a.qcow2", "checksum": SUM}, "guest_spec.disks[0].source.path: 'iso/a.qcow2' is not an absolute"),
+    ({"url": ARCH_URL}, "guest_spec.disks[0].source.checksum: None is not a checksum"),
+    ({"url": ARCH_URL, "checksum": "md5:" + "a" * 32}, "guest_spec.disks[0].source.checksum: 'md5:"),
+    ({"url": ARCH_URL, "checksum": SUM, "format": "raw"}, "guest_spec.disks[0].source.format: the image is raw"),
+    ({"url": ARCH_URL, "checksum": SUM, "compression": "zip"}, "guest_spec.disks[0].source.compression: 'zip'"),
+    ({"url": ARCH_URL, "checksum": SUM, "mirror": "x"}, "guest_spec.disks[0].source.mirror: unknown field"),
+    (ARCH_URL, "guest_spec.disks[0].source: must be a mapping, got"),
+])
+def test_source_mistakes_are_named(source, message):
+    errors = normalize({"name": "arch", "disks": [{"name": "arch.qcow2", "size": "40G", "source": source}]})[1]
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_source_and_backing_file_are_refused_together():
+    disk = {"name": "a.qcow2", "size": "1G", "backing_file": "/mnt/vm/base.qcow2",
+            "source": {"path": "/mnt/vm/iso/a.qcow2", "checksum": SUM}}
+    errors = normalize({"name": "a", "disks": [disk]})[1]
+    assert errors == ["guest_spec.disks[0].source: a disk made from a source has no backing_file; give one or the "
+                      "other."]
+
+
+@pytest.mark.parametrize("key", ["url", "path", "checksum"])
+def test_control_characters_in_a_source_are_refused_by_name(key):
+    source = {"path": "/mnt/vm/iso/a.qcow2", "checksum": SUM}
+    source[key] = (ARCH_URL if key == "url" else source.get(key, "")) + "\nx"
+    if key == "url":
+        del source["path"]
+    errors = normalize({"name": "a", "disks": [{"name": "a.qcow2", "size": "1G", "source": source}]})[1]
+    assert any(e.startswith("guest_spec.disks[0].source.%s: " % key) and "control character" in e
+               for e in errors), errors
+
+
+def test_hostile_source_strings_pass_verbatim():
+    url = "https://example.org/Tim's \"R&D\" ü/Arch Linux & co.qcow2.xz"
+    path = "/mnt/vm/iso/Tim's \"R&D\" ü & co.7z"
+    for source in ({"url": url, "checksum": SUM}, {"path": path, "checksum": SUM}):
+        g, errors = normalize({"name": "a", "disks": [{"name": "a.qcow2", "size": "1G", "source": source}]})
+        assert errors == [] and g["disks"][0]["volume"]["source"] == source

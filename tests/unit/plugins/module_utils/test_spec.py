@@ -29,6 +29,8 @@ def test_seed_specs_are_sound():
     assert spec.network_errors([NET]) == []
     assert spec.pool_errors(POOLS) == []
     assert spec.volume_errors([{"pool": "vm", "name": "win11.qcow2", "capacity": "40G"}], POOLS) == []
+    source = {"path": "/mnt/vm/iso/Tim's \"R&D\" ü.qcow2.xz", "checksum": "sha512:" + "0" * 128}
+    assert spec.volume_errors([{"pool": "vm", "name": "a.qcow2", "capacity": "4G", "source": source}], POOLS) == []
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -91,6 +93,10 @@ def test_nested_pool_paths_are_fine():
     ({"pool": "vm", "name": "a.qcow2", "capacity": "0"}, "storage_volumes[a.qcow2].capacity must be more than 0"),
     ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "backing_file": "base.qcow2"},
      "storage_volumes[a.qcow2].backing_file: 'base.qcow2' is relative"),
+    ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "source": {"url": "ftp://x/a", "checksum": "sha256:0"}},
+     "storage_volumes[a.qcow2].source.url: 'ftp://x/a' is not an http"),
+    ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "source": {"path": "/a.qcow2", "checksum": "sha256:0"}},
+     "storage_volumes[a.qcow2].source.checksum: 'sha256:0' is not a checksum"),
 ])
 def test_volume_errors(vol, message):
     errors = spec.volume_errors([vol], POOLS)
