@@ -96,8 +96,8 @@ def pytest_terminal_summary(terminalreporter):
 # Look at the converged host first; the tests that break and repair it come last.
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_guests", "test_bad_input",
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
-                "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_new_vm", "test_storage_options",
-                "test_tailscale"]
+                "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source", "test_new_vm",
+                "test_storage_options", "test_tailscale"]
 
 
 def pytest_collection_modifyitems(items):

@@ -53,7 +53,7 @@ def test_a_virt_install_guest_is_adopted_keeping_its_metadata_mac_and_disk(host,
             "interfaces": [{"network": "default", "mac": MAC}]}
     run = guest(spec, "--diff")
     assert run.rc == 0 and run.changed > 0, run
-    assert "redefine" in run.stdout, run
+    assert "+++ after: guest %s: the definition to apply" % name in run.stdout, run
 
     after = host.check_output(V + "dumpxml --inactive " + name)
     assert metadata(after) == metadata(before)
