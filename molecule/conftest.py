@@ -106,3 +106,30 @@ def pytest_collection_modifyitems(items):
         return MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER)
 
     items.sort(key=rank)
+
+
+# A stand-in `tailscale` command (Tailscale's packages come from its own repository, which the
+# test hosts cannot reach): the two calls the network role makes, over a state file.
+FAKE_TAILSCALE = r"""#!/usr/bin/python3
+import json, sys
+STATE = "/run/fake-tailscale.json"
+prefs = json.load(open(STATE))
+if sys.argv[1:3] == ["debug", "prefs"]:
+    print(json.dumps(prefs, indent=2))
+elif sys.argv[1] == "set" and sys.argv[2].startswith("--advertise-routes="):
+    prefs["AdvertiseRoutes"] = [r for r in sys.argv[2].split("=", 1)[1].split(",") if r]
+    json.dump(prefs, open(STATE, "w"))
+else:
+    sys.exit("fake tailscale: unsupported call %r" % sys.argv[1:])
+"""
+
+
+@pytest.fixture
+def tailscale(host):
+    """The stand-in tailscale with one route advertised by other means; yields a reader of the
+    advertised routes."""
+    host.run_test("cat > /usr/local/bin/tailscale <<'EOF'\n" + FAKE_TAILSCALE
+                  + "EOF\nchmod 0755 /usr/local/bin/tailscale")
+    host.run_test("""echo '{"AdvertiseRoutes": ["10.9.0.0/16"], "WantRunning": true}' > /run/fake-tailscale.json""")
+    yield lambda: json.loads(host.check_output("cat /run/fake-tailscale.json"))["AdvertiseRoutes"]
+    host.run("rm -f /usr/local/bin/tailscale /run/fake-tailscale.json")

@@ -10,6 +10,7 @@ and prefix, the DHCP range and the static DHCP hosts. Everything else in an exis
 from __future__ import annotations
 
 import ipaddress
+import re
 import xml.etree.ElementTree as ET
 
 # Differences that only a network restart applies (the bridge is torn down and rebuilt).
@@ -182,3 +183,46 @@ def summary(fields: dict) -> dict:
             ", ".join("%s - %s" % r for r in fields.get("ranges", [])) or None),
         "hosts": [" ".join(v for v in h if v) for h in fields["hosts"]],
     }
+
+
+# Tailnet subnet routing (roles/network/files/kvmlab-tailnet-hook.py is what applies it).
+IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+def tailnet_errors(routes, interface="tailscale0"):
+    """Mistakes in network_tailscale_routes and network_tailscale_interface, each naming its field."""
+    errors = []
+    if not isinstance(routes, list):
+        return ["network_tailscale_routes must be a list of subnets such as 192.168.122.0/24."]
+    for i, route in enumerate(routes):
+        try:
+            net = ipaddress.ip_network(str(route), strict=True)
+        except ValueError as exc:
+            errors.append("network_tailscale_routes[%d]: %r is not a subnet (%s); write it as 192.168.122.0/24."
+                          % (i, route, exc))
+            continue
+        if not isinstance(route, str) or str(net) != route:
+            errors.append("network_tailscale_routes[%d]: write %r as %s." % (i, route, net))
+    if not isinstance(interface, str) or not IFNAME_RE.fullmatch(interface):
+        errors.append("network_tailscale_interface: %r is not a network interface name (at most 15 letters, "
+                      "digits, '.', '_' or '-'), such as tailscale0." % (interface,))
+    return errors
+
+
+def tailnet_config(networks, routes, interface="tailscale0"):
+    out = {}
+    wanted = [ipaddress.ip_network(r) for r in routes]
+    for net in networks:
+        if net.get("state", "present") == "absent" or (net.get("forward") or "nat") != "nat":
+            continue
+        subnet = ipaddress.IPv4Network("%s/%s" % (net["address"], net["prefix"]), strict=False)
+        allowed = []
+        for route in wanted:
+            if route.version != 4 or not route.overlaps(subnet):
+                continue
+            narrow = str(route if route.subnet_of(subnet) else subnet)
+            if narrow not in allowed:
+                allowed.append(narrow)
+        if allowed:
+            out[net["name"]] = {"bridge": net["bridge"], "routes": allowed}
+    return {"interface": interface, "networks": out}

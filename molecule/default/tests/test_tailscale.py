@@ -10,29 +10,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from conftest import FAKE_TAILSCALE
 
-FAKE = r"""#!/usr/bin/python3
-import json, sys
-STATE = "/run/fake-tailscale.json"
-prefs = json.load(open(STATE))
-if sys.argv[1:3] == ["debug", "prefs"]:
-    print(json.dumps(prefs, indent=2))
-elif sys.argv[1] == "set" and sys.argv[2].startswith("--advertise-routes="):
-    prefs["AdvertiseRoutes"] = [r for r in sys.argv[2].split("=", 1)[1].split(",") if r]
-    json.dump(prefs, open(STATE, "w"))
-else:
-    sys.exit("fake tailscale: unsupported call %r" % sys.argv[1:])
-"""
-ON = json.dumps({"network_tailscale_enabled": True})
-
-
-@pytest.fixture
-def tailscale(host):
-    host.run_test("cat > /usr/local/bin/tailscale <<'EOF'\n" + FAKE + "EOF\nchmod 0755 /usr/local/bin/tailscale")
-    host.run_test("""echo '{"AdvertiseRoutes": ["10.9.0.0/16"], "WantRunning": true}' > /run/fake-tailscale.json""")
-    yield lambda: json.loads(host.check_output("cat /run/fake-tailscale.json"))["AdvertiseRoutes"]
-    host.run("rm -f /usr/local/bin/tailscale /run/fake-tailscale.json")
+# The firewall side (network_tailscale_allow_in) is tested by molecule/shared/tests/test_tailnet.py.
+ON = json.dumps({"network_tailscale_enabled": True, "network_tailscale_allow_in": False})
 
 
 def test_vm_subnet_is_advertised_keeping_other_routes(site, tailscale):
@@ -54,3 +35,51 @@ def test_missing_tailscale_is_a_clear_error(host, site):
     assert run.rc != 0, run
     assert "Tailscale is not installed on kvmlab-molecule-default" in run.stderr, run
     assert "network_tailscale_install: true" in run.stderr, run
+
+
+# A package named tailscale in a local apt repository (file:, trusted), as Tailscale's own
+# repository would offer it: the stand-in command, and a tailscaled unit that its maintainer
+# scripts do not enable (as on Arch).
+CONTROL = """Package: tailscale
+Version: 1.0-kvmlab
+Architecture: all
+Maintainer: kvmlab tests <root@localhost>
+Description: stand-in for Tailscale (kvmlab tests)
+"""
+UNIT = """[Unit]
+Description=stand-in tailscaled (kvmlab tests)
+[Service]
+ExecStart=/bin/sh -c 'test -e /run/fake-tailscale.json || echo {} > /run/fake-tailscale.json; exec sleep infinity'
+[Install]
+WantedBy=multi-user.target
+"""
+REPO = "/srv/kvmlab-apt"
+DEB = "tailscale_1.0-kvmlab_all.deb"
+
+
+def test_an_installed_tailscale_gets_tailscaled_enabled_and_started(host, site):
+    host.run_test(f"rm -rf {REPO}; mkdir -p {REPO}/pkg/DEBIAN {REPO}/pkg/usr/bin {REPO}/pkg/lib/systemd/system")
+    files = (("pkg/DEBIAN/control", CONTROL, "0644"), ("pkg/usr/bin/tailscale", FAKE_TAILSCALE, "0755"),
+             ("pkg/lib/systemd/system/tailscaled.service", UNIT, "0644"))
+    for path, content, mode in files:
+        host.run_test(f"cat > {REPO}/{path} <<'KVMLAB_END'\n{content}KVMLAB_END\nchmod {mode} {REPO}/{path}")
+    host.run_test("cd %s && dpkg-deb --build --root-owner-group pkg %s >/dev/null && { dpkg-deb -f %s;"
+                  " echo Filename: ./%s; echo Size: $(stat -c %%s %s); echo SHA256: $(sha256sum %s | cut -d' ' -f1);"
+                  " echo; } > Packages" % (REPO, DEB, DEB, DEB, DEB, DEB))
+    host.run_test("echo 'deb [trusted=yes] file:%s ./' > /etc/apt/sources.list.d/kvmlab-test.list && apt-get update -qq"
+                  " -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/kvmlab-test.list -o Dir::Etc::sourceparts=-"
+                  " -o APT::Get::List-Cleanup=0" % REPO)
+    install = json.dumps({"network_tailscale_enabled": True, "network_tailscale_install": True,
+                          "network_tailscale_allow_in": False})
+    try:
+        assert not host.package("tailscale").is_installed
+        run = site("-e", install)
+        assert run.rc == 0, run
+        assert host.package("tailscale").is_installed
+        assert host.service("tailscaled").is_enabled and host.service("tailscaled").is_running
+        assert "192.168.122.0/24" in host.check_output("tailscale debug prefs")
+        again = site("-e", install)
+        assert again.rc == 0 and again.changed == 0, again
+    finally:
+        host.run("systemctl disable --now tailscaled; DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq tailscale;"
+                 " rm -rf %s /etc/apt/sources.list.d/kvmlab-test.list /run/fake-tailscale.json" % REPO)

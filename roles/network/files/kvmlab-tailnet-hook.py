@@ -1,0 +1,124 @@
+# Managed by kvmlab.hypervisor.network: do not edit (the role rewrites it, with a #!/usr/bin/python3
+# line first so that libvirt can run it).
+#
+# Lets the tailnet open connections to the guests of the subnets advertised as Tailscale routes.
+# libvirt's rules for a NAT network admit only replies into its bridge: a new connection from
+# Tailscale's interface to a guest is rejected. This adds, per advertised route inside a NAT
+# network, one rule that accepts new connections from that interface, to that bridge, for that
+# route - and nothing else - ahead of libvirt's reject, with the backend libvirt used for the
+# network's bridge:
+#   iptables backend: at the top of FORWARD, before libvirt's LIBVIRT_FWI jump;
+#   nftables backend: at the top of libvirt's own chain ip libvirt_network guest_input (a
+#   separate table cannot override a reject in libvirt's).
+# libvirt inserts its rules at the top of its chains whenever it starts a network, so the rules
+# are made again each time it does: libvirt runs this file from hooks/network.d as
+#   kvmlab-tailnet NETWORK started begin -        (other operations are ignored)
+# and the role runs it as `kvmlab-tailnet NETWORK ensure` (or `check`, which changes nothing).
+# It prints one line per change (or, for check, per change it would make); exit 1 on failure.
+# Its settings: /etc/libvirt/hooks/kvmlab-tailnet.json, written by the role:
+#   {"interface": "tailscale0", "networks": {"default": {"bridge": "virbr0", "routes": [...]}}}
+
+import json
+import os
+import subprocess
+import sys
+
+CONFIG = os.environ.get("KVMLAB_TAILNET_CONFIG", "/etc/libvirt/hooks/kvmlab-tailnet.json")
+MARK = "kvmlab-tailnet"
+
+
+def run(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:  # the tool is not installed
+        return subprocess.CompletedProcess(argv, 127, "", str(exc))
+
+
+def nft_backend(listing, bridge):
+    """Whether libvirt put this bridge's rules in its nftables chain (else it uses iptables)."""
+    return any(('oif "%s"' % bridge in line or 'oifname "%s"' % bridge in line) and 'comment "%s ' % MARK not in line
+               for line in listing.splitlines())
+
+
+def comment(route):
+    return "%s %s" % (MARK, route)
+
+
+def nft_plan(listing, interface, bridge, routes):
+    """(handles of our rules to delete, rules to insert) for `nft -a list chain` output: ours
+    must all come first in the chain, one per route."""
+    rules = [line.strip() for line in listing.splitlines()
+             if "# handle " in line and not line.strip().startswith(("table ", "chain ", "type "))]
+    ours = [(i, r) for i, r in enumerate(rules) if 'comment "%s ' % MARK in r]
+    first_other = next((i for i, r in enumerate(rules) if 'comment "%s ' % MARK not in r), len(rules))
+    found = [r for _i, r in ours if 'oifname "%s"' % bridge in r and 'iifname "%s"' % interface in r]
+    routes_found = sorted(r.split('comment "%s ' % MARK)[1].split('"')[0] for r in found)
+    if routes_found == sorted(routes) and len(ours) == len(found) and all(i < first_other for i, _r in ours):
+        return [], []
+    return [r.rsplit("# handle ", 1)[1].split()[0] for _i, r in ours], list(routes)
+
+
+def iptables_plan(listing, interface, bridge, routes):
+    """(line numbers of our rules to delete, highest first; rules to insert) for `iptables -S FORWARD`
+    output: ours must all come before libvirt's jumps, one per route."""
+    rules = [line for line in listing.splitlines() if line.startswith("-A ")]
+    ours = [(i + 1, r) for i, r in enumerate(rules) if '--comment "%s ' % MARK in r]
+    first_libvirt = next((i + 1 for i, r in enumerate(rules) if "-j LIBVIRT_" in r), len(rules) + 1)
+    wanted = {route: "-A FORWARD -d %s -i %s -o %s -m comment --comment \"%s\" -j ACCEPT"
+              % (route, interface, bridge, comment(route)) for route in routes}
+    if sorted(r for _n, r in ours) == sorted(wanted.values()) and all(n < first_libvirt for n, _r in ours):
+        return [], []
+    return sorted((n for n, _r in ours), reverse=True), list(routes)
+
+
+def ensure(network, check):
+    with open(CONFIG, encoding="utf-8") as handle:
+        config = json.load(handle)
+    net = config["networks"].get(network)
+    if not net:
+        return 0
+    interface, bridge, routes = config["interface"], net["bridge"], net["routes"]
+    nft = run(["nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input"])
+    if nft.returncode == 0 and nft_backend(nft.stdout, bridge):
+        delete, insert = nft_plan(nft.stdout, interface, bridge, routes)
+        commands = [["nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", h] for h in delete]
+        commands += [["nft", "insert", "rule", "ip", "libvirt_network", "guest_input", "iifname", '"%s"' % interface,
+                      "oifname", '"%s"' % bridge, "ip", "daddr", route, "counter", "accept", "comment",
+                      '"%s"' % comment(route)] for route in insert]
+    else:
+        listing = run(["iptables", "-w", "-S", "FORWARD"])
+        if listing.returncode != 0:
+            sys.stderr.write("%s: neither libvirt's nftables chain nor iptables' FORWARD chain can be read: %s\n"
+                             % (MARK, (nft.stderr + listing.stderr).strip()))
+            return 1
+        delete, insert = iptables_plan(listing.stdout, interface, bridge, routes)
+        commands = [["iptables", "-w", "-D", "FORWARD", str(n)] for n in delete]
+        commands += [["iptables", "-w", "-I", "FORWARD", "1", "-i", interface, "-o", bridge, "-d", route,
+                      "-m", "comment", "--comment", comment(route), "-j", "ACCEPT"] for route in insert]
+    for route in insert:
+        verb = "would allow" if check else "allowed"
+        print("%s %s: new connections from %s to %s on %s" % (verb, network, interface, route, bridge))
+    if check:
+        return 0
+    for command in commands:
+        done = run(command)
+        if done.returncode != 0:
+            sys.stderr.write("%s: %s failed: %s\n" % (MARK, " ".join(command), done.stderr.strip()))
+            return 1
+    return 0
+
+
+def main(argv):
+    if len(argv) < 3:
+        sys.stderr.write("usage: %s NETWORK ensure|check|started ...\n" % argv[0])
+        return 2
+    network, operation = argv[1], argv[2]
+    if operation == "started":
+        return ensure(network, check=False)
+    if operation in ("ensure", "check"):
+        return ensure(network, check=operation == "check")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,85 @@
+"""The tailnet rules: which routes the network role lets into which NAT bridge (filters), and the
+libvirt hook's plans against real listings of both firewall backends (iptables -S, nft -a list)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.network import tailnet_config, tailnet_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+HOOK = ROOT / "roles" / "network" / "files" / "kvmlab-tailnet-hook.py"
+SPEC = importlib.util.spec_from_file_location("tailnet_hook", HOOK)
+hook = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(hook)
+
+DEFAULT = {"name": "default", "bridge": "virbr0", "forward": "nat", "address": "192.168.122.1", "prefix": 24}
+ROUTE = "192.168.122.0/24"
+
+# iptables -S FORWARD on the demo host (Debian 12, libvirt 9), with and without the rule.
+IPT_WITHOUT = """-P FORWARD ACCEPT
+-A FORWARD -j LIBVIRT_FWX
+-A FORWARD -j LIBVIRT_FWI
+-A FORWARD -j LIBVIRT_FWO
+"""
+OURS_IPT = ('-A FORWARD -d 192.168.122.0/24 -i tailscale0 -o virbr0 -m comment --comment '
+            '"kvmlab-tailnet 192.168.122.0/24" -j ACCEPT')
+IPT_WITH = IPT_WITHOUT.replace("-P FORWARD ACCEPT\n", "-P FORWARD ACCEPT\n" + OURS_IPT + "\n")
+# nft -a list chain ip libvirt_network guest_input, rules as libvirt 10.4+ inserts them.
+NFT_LIBVIRT = (
+    "table ip libvirt_network {\n"
+    "\tchain guest_input { # handle 2\n"
+    '\t\toif "virbr0" ip daddr 192.168.122.0/24 ct state established,related counter packets 0 bytes 0 accept'
+    " # handle 9\n"
+    '\t\toif "virbr0" counter packets 1 bytes 60 reject # handle 8\n'
+    "\t}\n"
+    "}\n")
+OURS_NFT = ('\t\tiifname "tailscale0" oifname "virbr0" ip daddr 192.168.122.0/24 counter packets 5 bytes 276 accept '
+            'comment "kvmlab-tailnet 192.168.122.0/24" # handle 10\n')
+NFT_WITH = NFT_LIBVIRT.replace("# handle 2\n", "# handle 2\n" + OURS_NFT)
+# libvirt restarted the network: its rules are inserted above ours again.
+NFT_BELOW = NFT_LIBVIRT.replace("\t}\n}", OURS_NFT + "\t}\n}")
+
+
+def test_routes_inside_nat_networks_give_one_narrow_rule_each():
+    routed = dict(DEFAULT, name="routed", bridge="virbr1", forward="route", address="10.1.0.1")
+    gone = dict(DEFAULT, name="gone", bridge="virbr2", address="10.2.0.1", state="absent")
+    config = tailnet_config([DEFAULT, routed, gone], [ROUTE, "10.0.0.0/8", "172.16.0.0/12"], "tailscale0")
+    assert config == {"interface": "tailscale0", "networks": {"default": {"bridge": "virbr0", "routes": [ROUTE]}}}
+    # A wider route is narrowed to the network's subnet; a narrower one is kept as it is.
+    assert tailnet_config([DEFAULT], ["192.168.0.0/16"])["networks"]["default"]["routes"] == [ROUTE]
+    assert tailnet_config([DEFAULT], ["192.168.122.128/25"])["networks"]["default"]["routes"] == ["192.168.122.128/25"]
+
+
+def test_bad_routes_and_interface_are_named():
+    errors = tailnet_errors(["192.168.122.1/24", "nonsense", ROUTE], "tail scale'0")
+    assert errors[0].startswith("network_tailscale_routes[0]: '192.168.122.1/24' is not a subnet")
+    assert errors[1].startswith("network_tailscale_routes[1]: 'nonsense' is not a subnet")
+    assert errors[2].startswith("network_tailscale_interface:") and len(errors) == 3
+    assert tailnet_errors([ROUTE]) == []
+
+
+def test_iptables_rule_is_made_before_libvirts_jumps_once():
+    assert hook.iptables_plan(IPT_WITHOUT, "tailscale0", "virbr0", [ROUTE]) == ([], [ROUTE])
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [ROUTE]) == ([], [])
+    below = IPT_WITHOUT + OURS_IPT + "\n"
+    assert hook.iptables_plan(below, "tailscale0", "virbr0", [ROUTE]) == ([4], [ROUTE])
+    # A route no longer advertised: its rule goes.
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", []) == ([1], [])
+
+
+def test_nft_rule_is_made_at_the_top_of_libvirts_chain_again_after_libvirt_inserts_its_own():
+    assert hook.nft_backend(NFT_LIBVIRT, "virbr0") and not hook.nft_backend(NFT_LIBVIRT, "virbr1")
+    assert not hook.nft_backend(OURS_NFT, "virbr0")
+    assert hook.nft_plan(NFT_LIBVIRT, "tailscale0", "virbr0", [ROUTE]) == ([], [ROUTE])
+    assert hook.nft_plan(NFT_WITH, "tailscale0", "virbr0", [ROUTE]) == ([], [])
+    assert hook.nft_plan(NFT_BELOW, "tailscale0", "virbr0", [ROUTE]) == (["10"], [ROUTE])
+
+
+def test_the_hook_ignores_libvirts_other_operations(monkeypatch):
+    calls = []
+    monkeypatch.setattr(hook, "run", calls.append)
+    for operation in ("start", "stopped", "port-created", "updated"):
+        assert hook.main(["hook", "default", operation, "begin", "-"]) == 0
+    assert calls == []
