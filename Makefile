@@ -18,8 +18,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
+# The port of the demo's libvirt for inventories/demo/guests.libvirt.yml.
+export KVMLAB_DEMO_PORT := $(DEMO_PORT)
 
-APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full
+# libvirt-dev, pkg-config, gcc and python3-dev: pip builds libvirt-python (requirements.txt) from them.
+APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full \
+  libvirt-dev pkg-config gcc python3-dev
 
 .PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit ee molecule clean
 

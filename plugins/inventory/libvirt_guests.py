@@ -1,0 +1,223 @@
+# Copyright (c) kvmlab developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: libvirt_guests
+short_description: community.libvirt's libvirt inventory, plus each guest's MACs and addresses
+version_added: 0.1.0
+author: kvmlab developers (@kvmlab)
+description:
+  - The guests of one libvirt hypervisor, as C(community.libvirt.libvirt) lists them, with the
+    host variables it sets (C(info) with C(info.state), C(xml_desc), C(guest_info),
+    C(interface_addresses), C(ansible_connection), C(ansible_libvirt_uri)).
+  - Adds what that plugin does not expose, read from libvirt over the same URI
+    C(libvirt_interfaces), C(libvirt_macs) and C(libvirt_addresses). A guest's address is its
+    DHCP lease on a libvirt network (C(virsh net-dhcp-leases)) or, without one, the network's DHCP
+    reservation for its MAC (C(<host mac= ip=>) in C(virsh net-dumpxml)), so it is known before
+    the guest has booted and without a guest agent.
+  - C(compose), C(groups) and C(keyed_groups) are applied after these variables are set, so they
+    can use them (community.libvirt's plugin applies them while it lists the guests).
+  - O(uri) is a template; C(inventory_dir) is the directory of the inventory source, and
+    lookups work (C(lookup('ansible.builtin.env', ...))).
+  - The source file's name must end in C(libvirt.yml) or C(libvirt.yaml), for example
+    C(guests.libvirt.yml).
+  - libvirt's own error messages (a guest without a guest agent) are not printed on stderr.
+extends_documentation_fragment:
+  - constructed
+options:
+  plugin:
+    description: Marks the file as a source for this plugin.
+    required: true
+    choices: [kvmlab.hypervisor.libvirt_guests]
+  uri:
+    description:
+      - libvirt connection URI of the hypervisor, for example
+        C(qemu+ssh://root@hv.example.com/system?keyfile=/path/to/key).
+      - Templated, with C(inventory_dir).
+    required: true
+    type: str
+  inventory_hostname:
+    description: Register guests by C(name) or by C(uuid), as in community.libvirt's plugin.
+    type: str
+    choices: [name, uuid]
+    default: name
+requirements:
+  - the collection community.libvirt
+  - libvirt-python on the controller (built from source with pip; needs the libvirt headers,
+    pkg-config and a C compiler)
+"""
+
+EXAMPLES = r"""
+# inventories/demo/guests.libvirt.yml
+plugin: kvmlab.hypervisor.libvirt_guests
+uri: "qemu+ssh://root@127.0.0.1:22220/system?keyfile={{ inventory_dir }}/../../.kvmlab/ssh/id_ed25519&no_verify=1"
+groups:
+  guests: true
+  guests_pinned: "'<vcpupin ' in xml_desc"
+keyed_groups:
+  - key: info.state
+    prefix: guests
+compose:
+  ansible_host: libvirt_addresses | first
+"""
+
+import ipaddress
+import os
+import xml.etree.ElementTree as ET
+
+from ansible.errors import AnsibleError
+
+try:
+    from ansible_collections.community.libvirt.plugins.inventory.libvirt import InventoryModule as LibvirtInventory
+except ImportError as exc:  # the collection community.libvirt is a dependency (galaxy.yml)
+    COMMUNITY_LIBVIRT_ERROR: ImportError | None = exc
+    from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+
+    class LibvirtInventory(BaseInventoryPlugin, Constructable):  # type: ignore[no-redef]
+        NAME = "community.libvirt.libvirt"
+
+else:
+    COMMUNITY_LIBVIRT_ERROR = None
+
+try:
+    import libvirt
+except ImportError as exc:
+    LIBVIRT_ERROR: ImportError | None = exc
+else:
+    LIBVIRT_ERROR = None
+
+
+def interfaces_of(xml_desc: str) -> list[dict]:
+    """The network interfaces of a domain XML, in its order: MAC, type, and the libvirt network
+    or bridge they are on."""
+    result = []
+    for iface in ET.fromstring(xml_desc).findall("devices/interface"):
+        mac = iface.find("mac")
+        source = iface.find("source")
+        source = {} if source is None else source.attrib
+        result.append({
+            "mac": None if mac is None else mac.get("address", "").lower() or None,
+            "type": iface.get("type"),
+            "network": source.get("network"),
+            "bridge": source.get("bridge"),
+        })
+    return result
+
+
+def reservations_of(network_xml: str) -> dict[str, list[str]]:
+    """A libvirt network's DHCP reservations by MAC (<ip><dhcp><host mac= ip=>), IPv4 and IPv6."""
+    result: dict[str, list[str]] = {}
+    for host in ET.fromstring(network_xml).findall("ip/dhcp/host"):
+        if host.get("mac") and host.get("ip"):
+            result.setdefault(host.get("mac").lower(), []).append(host.get("ip"))
+    return result
+
+
+def _ip_order(address: str) -> tuple:
+    ip = ipaddress.ip_address(address)
+    return (ip.version, ip)
+
+
+def add_addresses(interfaces: list[dict], leases: dict[str, list[str]], reservations: dict[str, dict]) -> list[str]:
+    """Give each interface its `lease` and `reservation` addresses (lists, IPv4 first) and its
+    `addresses`: the leases, or the reservations when there is no lease. leases: MAC -> addresses;
+    reservations: network name -> MAC -> addresses (an interface on a libvirt network looks in
+    that network only; one on a bridge in all of them). Returns the guest's addresses in
+    interface order, without repeats."""
+    result: list[str] = []
+    for iface in interfaces:
+        mac = iface["mac"]
+        lease = sorted(set(leases.get(mac, [])), key=_ip_order)
+        if iface["network"] is not None:
+            reserved = reservations.get(iface["network"], {}).get(mac, [])
+        else:
+            reserved = [ip for network in reservations.values() for ip in network.get(mac, [])]
+        iface["lease"] = lease
+        iface["reservation"] = sorted(set(reserved), key=_ip_order)
+        iface["addresses"] = lease or iface["reservation"]
+        result.extend(ip for ip in iface["addresses"] if ip not in result)
+    return result
+
+
+def _quiet(_ctx, _err):
+    """libvirt's default error handler prints every error on stderr, including the expected
+    'guest agent is not connected' of each guest; the errors are still raised."""
+
+
+class InventoryModule(LibvirtInventory):
+    NAME = "kvmlab.hypervisor.libvirt_guests"
+
+    def __init__(self):
+        super().__init__()
+        # community.libvirt's parse applies compose/groups/keyed_groups guest by guest, before
+        # the variables below exist: defer them until they are set.
+        self._construct_now = True
+
+    def verify_file(self, path):
+        return super().verify_file(path) and os.path.basename(path).endswith(("libvirt.yml", "libvirt.yaml"))
+
+    def get_option(self, option, hostvars=None):
+        value = super().get_option(option, hostvars)
+        if option == "uri" and isinstance(value, str) and "{" in value:
+            self.templar.available_variables = {"inventory_dir": os.path.dirname(os.path.abspath(self._source))}
+            value = self.templar.template(value)
+        return value
+
+    def _set_composite_vars(self, *args, **kwargs):
+        if self._construct_now:
+            super()._set_composite_vars(*args, **kwargs)
+
+    def _add_host_to_composed_groups(self, *args, **kwargs):
+        if self._construct_now:
+            super()._add_host_to_composed_groups(*args, **kwargs)
+
+    def _add_host_to_keyed_groups(self, *args, **kwargs):
+        if self._construct_now:
+            super()._add_host_to_keyed_groups(*args, **kwargs)
+
+    def parse(self, inventory, loader, path, cache=True):
+        if COMMUNITY_LIBVIRT_ERROR is not None:
+            raise AnsibleError("kvmlab.hypervisor.libvirt_guests needs the collection community.libvirt: %s"
+                               % COMMUNITY_LIBVIRT_ERROR)
+        if LIBVIRT_ERROR is not None:
+            raise AnsibleError("kvmlab.hypervisor.libvirt_guests needs libvirt-python on the controller "
+                               "(pip install -r requirements.txt): %s" % LIBVIRT_ERROR)
+        self._source = path
+        libvirt.registerErrorHandler(_quiet, None)
+        self._construct_now = False
+        try:
+            super().parse(inventory, loader, path, cache=cache)
+        finally:
+            self._construct_now = True
+
+        try:
+            connection = libvirt.open(self.get_option("uri"))
+            guests = {}
+            for domain in connection.listAllDomains():
+                name = domain.UUIDString() if self.get_option("inventory_hostname") == "uuid" else domain.name()
+                guests[name] = domain.XMLDesc()
+            leases: dict[str, list[str]] = {}
+            reservations: dict[str, dict] = {}
+            for network in connection.listAllNetworks():
+                reservations[network.name()] = reservations_of(network.XMLDesc())
+                if network.isActive():
+                    for lease in network.DHCPLeases():
+                        if lease.get("mac") and lease.get("ipaddr"):
+                            leases.setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
+            connection.close()
+        except libvirt.libvirtError as e:
+            raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
+
+        for name, xml_desc in guests.items():
+            interfaces = interfaces_of(xml_desc)
+            addresses = add_addresses(interfaces, leases, reservations)
+            self.inventory.set_variable(name, "libvirt_interfaces", interfaces)
+            self.inventory.set_variable(name, "libvirt_macs", [i["mac"] for i in interfaces if i["mac"]])
+            self.inventory.set_variable(name, "libvirt_addresses", addresses)
+            variables = self.inventory.get_host(name).get_vars()
+            strict = self.get_option("strict")
+            self._set_composite_vars(self.get_option("compose"), variables, name, strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict)

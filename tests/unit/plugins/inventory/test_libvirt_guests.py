@@ -1,0 +1,198 @@
+"""kvmlab.hypervisor.libvirt_guests: community.libvirt's inventory plus MACs and addresses, on a
+fake libvirt connection."""
+
+from __future__ import annotations
+
+import libvirt
+import pytest
+from ansible.inventory.data import InventoryData
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import inventory_loader
+from ansible_collections.kvmlab.hypervisor.plugins.inventory import libvirt_guests as plugin
+
+DOMAIN = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid>{cputune}<devices>
+  <interface type='network'><mac address='{mac}'/><source network='default' bridge='virbr0'/></interface>
+  {extra}</devices></domain>"""
+NETWORK = """<network><name>default</name><ip address='192.168.122.1' prefix='24'><dhcp>
+  <range start='192.168.122.2' end='192.168.122.254'/>
+  <host mac='52:54:00:AB:93:44' name='win11' ip='192.168.122.136'/>
+  <host name='byname' ip='192.168.122.9'/>
+</dhcp></ip></network>"""
+
+
+class FakeDomain:
+    def __init__(self, name, uuid, state, xml):
+        self._name, self._uuid, self._state, self._xml = name, uuid, state, xml
+
+    def name(self):
+        return self._name
+
+    def UUIDString(self):
+        return self._uuid
+
+    def info(self):
+        return [self._state, 2097152, 2097152, 1, 0]
+
+    def XMLDesc(self, _flags=0):
+        return self._xml
+
+    def guestInfo(self, types=0):
+        raise libvirt.libvirtError("Guest agent is not responding")
+
+    def interfaceAddresses(self, source):
+        raise libvirt.libvirtError("Guest agent is not responding")
+
+
+class FakeNetwork:
+    def name(self):
+        return "default"
+
+    def isActive(self):
+        return True
+
+    def XMLDesc(self, _flags=0):
+        return NETWORK
+
+    def DHCPLeases(self):
+        return [{"mac": "52:54:00:00:00:02", "ipaddr": "192.168.122.50", "type": 0},
+                {"mac": "52:54:00:00:00:02", "ipaddr": "fd00::50", "type": 1}]
+
+
+class FakeConnection:
+    def __init__(self):
+        pin = "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune>"
+        self.domains = [
+            FakeDomain("win11", "5abcc79e-0000-0000-0000-000000000001", 1,
+                       DOMAIN.format(name="win11", uuid="u1", cputune=pin, mac="52:54:00:ab:93:44", extra="")),
+            FakeDomain("arch", "5abcc79e-0000-0000-0000-000000000002", 5,
+                       DOMAIN.format(name="arch", uuid="u2", cputune="", mac="52:54:00:00:00:02",
+                                     extra="<interface type='user'><mac address='52:54:00:00:00:03'/></interface>")),
+            FakeDomain("kali", "5abcc79e-0000-0000-0000-000000000003", 1,
+                       DOMAIN.format(name="kali", uuid="u3", cputune="", mac="52:54:00:00:00:04", extra="")),
+        ]
+
+    def getType(self):
+        return "QEMU"
+
+    def listAllDomains(self):
+        return self.domains
+
+    def listAllNetworks(self):
+        return [FakeNetwork()]
+
+    def lookupByUUIDString(self, uuid):
+        return next(d for d in self.domains if d.UUIDString() == uuid)
+
+    def close(self):
+        return 0
+
+
+SOURCE = """\
+plugin: kvmlab.hypervisor.libvirt_guests
+uri: "qemu+ssh://root@hv/system?keyfile={{ inventory_dir }}/key"
+groups:
+  guests: true
+  guests_pinned: "'<vcpupin ' in xml_desc"
+keyed_groups:
+  - key: info.state
+    prefix: guests
+compose:
+  ansible_host: libvirt_addresses | first
+"""
+
+
+@pytest.fixture
+def parse(tmp_path, monkeypatch):
+    """Parse an inventory source (SOURCE by default) against FakeConnection: the plugin as
+    Ansible's loader sets it up (its options from DOCUMENTATION), a hypervisor already in the
+    inventory; returns the inventory and the URIs opened."""
+    uris = []
+
+    def fake_open(uri):
+        uris.append(uri)
+        return FakeConnection()
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    name = "kvmlab.hypervisor.libvirt_guests"
+    inventory_loader._load_config_defs(name, plugin, plugin.__file__)
+
+    def run(text=SOURCE):
+        source = tmp_path / "guests.libvirt.yml"
+        source.write_text(text)
+        obj = plugin.InventoryModule()
+        obj._load_name = name
+        data = InventoryData()
+        data.add_group("hypervisors")
+        data.add_host("hv", group="hypervisors")
+        obj.parse(data, DataLoader(), str(source))
+        return data, uris
+
+    return run
+
+
+def hostvars(data, name):
+    return data.get_host(name).get_vars()
+
+
+def members(data, group):
+    return sorted(h.name for h in data.groups[group].get_hosts()) if group in data.groups else []
+
+
+def test_groups_and_addresses(parse, tmp_path):
+    data, uris = parse()
+    # One connection for community.libvirt's listing, one for the networks.
+    assert uris == ["qemu+ssh://root@hv/system?keyfile=%s/key" % tmp_path] * 2
+    assert members(data, "guests") == ["arch", "kali", "win11"]
+    assert members(data, "guests_running") == ["kali", "win11"]
+    assert members(data, "guests_shutoff") == ["arch"]
+    assert members(data, "guests_pinned") == ["win11"]
+    assert members(data, "hypervisors") == ["hv"]
+    win11 = hostvars(data, "win11")
+    # community.libvirt's variables stay.
+    assert win11["info"]["state"] == "running" and "<vcpupin " in win11["xml_desc"]
+    assert win11["ansible_connection"] == "community.libvirt.libvirt_qemu"
+    # The reservation, matched case-insensitively on the MAC.
+    assert win11["libvirt_macs"] == ["52:54:00:ab:93:44"]
+    assert win11["libvirt_addresses"] == ["192.168.122.136"]
+    assert win11["ansible_host"] == "192.168.122.136"
+    assert win11["libvirt_interfaces"] == [{
+        "mac": "52:54:00:ab:93:44", "type": "network", "network": "default", "bridge": "virbr0",
+        "lease": [], "reservation": ["192.168.122.136"], "addresses": ["192.168.122.136"]}]
+    # A lease (IPv4 first); a user-mode interface has none.
+    arch = hostvars(data, "arch")
+    assert arch["libvirt_macs"] == ["52:54:00:00:00:02", "52:54:00:00:00:03"]
+    assert arch["libvirt_addresses"] == ["192.168.122.50", "fd00::50"]
+    assert arch["ansible_host"] == "192.168.122.50"
+    assert arch["libvirt_interfaces"][1]["addresses"] == []
+    # Neither: no ansible_host, and the composed one is skipped without an error.
+    kali = hostvars(data, "kali")
+    assert kali["libvirt_addresses"] == [] and "ansible_host" not in kali
+
+
+def test_strict_compose_sees_the_added_variables(parse):
+    # community.libvirt applies compose while it lists the guests; the plugin defers it until
+    # libvirt_addresses is set, so strict mode does not fail on it.
+    data, _uris = parse(SOURCE + "strict: true\ncompose:\n  first_mac: libvirt_macs[0]\n")
+    assert hostvars(data, "kali")["first_mac"] == "52:54:00:00:00:04"
+
+
+def test_inventory_hostname_uuid(parse):
+    data, _uris = parse(SOURCE + "inventory_hostname: uuid\n")
+    assert hostvars(data, "5abcc79e-0000-0000-0000-000000000001")["libvirt_macs"] == ["52:54:00:ab:93:44"]
+
+
+def test_verify_file(tmp_path):
+    obj = plugin.InventoryModule()
+    for name, ok in [("guests.libvirt.yml", True), ("libvirt.yaml", True), ("hosts.yml", False)]:
+        (tmp_path / name).write_text("plugin: kvmlab.hypervisor.libvirt_guests\n")
+        assert obj.verify_file(str(tmp_path / name)) is ok
+
+
+def test_reservations_and_interfaces():
+    assert plugin.reservations_of(NETWORK) == {"52:54:00:ab:93:44": ["192.168.122.136"]}
+    bridged = "<domain><devices><interface type='bridge'><mac address='52:54:00:AA:00:01'/>" \
+              "<source bridge='br0'/></interface></devices></domain>"
+    interfaces = plugin.interfaces_of(bridged)
+    assert interfaces == [{"mac": "52:54:00:aa:00:01", "type": "bridge", "network": None, "bridge": "br0"}]
+    # An interface on a bridge, not a libvirt network, is looked up in every network.
+    assert plugin.add_addresses(interfaces, {}, {"a": {}, "b": {"52:54:00:aa:00:01": ["10.0.0.5"]}}) == ["10.0.0.5"]
