@@ -102,6 +102,7 @@ def render(spec_text: str) -> str:
     subfields.append("}")
     return "%s\n%s\n\n%s\n" % (HEADER, "\n".join(fields), "\n".join(subfields))
 
+
 def main(argv: list[str]) -> int:
     text = render((ROOT / SPEC).read_text(encoding="utf-8"))
     target = ROOT / TARGET

@@ -293,7 +293,7 @@ def _pins(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         g["vcpupin"].append({"vcpu": vcpu_i, "cpuset": cpuset})
     mode = g["cpu_pinning"]
     if mode not in CPU_PINNING_MODES and (isinstance(mode, bool) or not isinstance(mode, int)
-                                         or not 1 <= mode <= g["vcpus"]):
+                                          or not 1 <= mode <= g["vcpus"]):
         errors.append("%s.cpu_pinning: %r must be none, auto (pin every vCPU) or a number of vCPUs to pin "
                       "(1-%d)." % (var, mode, g["vcpus"]))
     if mode != "none" and pins:
