@@ -3,6 +3,7 @@
 #   make test   lint, sanity, unit tests and the Molecule scenarios
 # And: make new-vm NAME=fedora   a new guest as the role roles/vm_fedora
 #      make bench                 time site runs against the demo -> docs/BENCHMARKS.md
+#      make schema                the guest spec's fields, from its argument spec, for the plugins
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -25,10 +26,10 @@ export KVMLAB_DEMO_PORT := $(DEMO_PORT)
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full \
   libvirt-dev pkg-config gcc python3-dev
 
-.PHONY: help deps venv image demo demo-destroy new-vm bench test lint sanity unit ee molecule clean
+.PHONY: help deps venv image demo demo-destroy new-vm bench schema test lint sanity unit ee molecule clean
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 # OS packages for the harness; apt runs only when one is missing.
 deps:
@@ -69,6 +70,11 @@ bench: venv image
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml >/dev/null
 	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS)
+
+# The guest spec is defined once, in roles/guest/meta/argument_specs.yml; this writes its fields,
+# types, defaults and choices to plugins/module_utils/guest_schema.py (a unit test checks it is current).
+schema: venv
+	$(PY) tools/gen_guest_schema.py
 
 demo-destroy:
 	tools/harness down $(DEMO)

@@ -8,7 +8,8 @@ each naming its field and the fix. The role `kvmlab.hypervisor.guest` runs it on
 (filters `guest_spec`, `guest_site`) before any change; module_utils/site.py checks the guests
 against each other and module_utils/domain_build.py builds the domain XML from the result.
 
-DEFAULTS mirrors `roles/guest/meta/argument_specs.yml`; a unit test keeps the two in sync.
+The fields, their defaults and allowed values come from `roles/guest/meta/argument_specs.yml`,
+through module_utils/guest_schema.py (generated: `make schema`); nothing here repeats them.
 """
 
 from __future__ import annotations
@@ -17,78 +18,51 @@ import hashlib
 import ipaddress
 import re
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_schema import FIELDS, SUBFIELDS
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import source_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size, path_error, text_errors
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import format_cpulist, parse_cpulist
 
-DEFAULTS = {
-    "name": None,
-    "memory": "2G",
-    "vcpus": 2,
-    "machine": "q35",
-    "virt_type": "kvm",
-    "cpu_mode": "host-passthrough",
-    "cpu_model": None,
-    "cpu_threads": 1,
-    "firmware": "uefi",
-    "secure_boot": False,
-    "enrolled_keys": None,
-    "nvram": None,
-    "tpm": "none",
-    "tpm_model": "crb",
-    "tpm_socket": "/mnt/vm/swtpm-sock",
-    "tpm_state_dir": "/mnt/vm/tpm",
-    "disks": [],
-    "cdroms": [],
-    "interfaces": [{"network": "default"}],
-    "graphics": "spice",
-    "graphics_listen": "127.0.0.1",
-    "graphics_public": False,
-    "graphics_password": None,
-    "video": "virtio",
-    "filesystems": [],
-    "windows": False,
-    "cpu_pinning": "none",
-    "cpu_pins": {},
-    "emulator_pins": None,
-    "cpu_housekeeping": None,
-    "numa_strict": False,
-    "iothreads": 0,
-    "hugepages": False,
-    "boot": None,
-    "autostart": False,
-    "state": "running",
-    "shutdown_timeout": 120,
-    "force_stop": False,
-    "allow_restart": False,
-    "purge": False,
-    "reset_nvram": False,
-    "allow_foreign_paths": False,
+
+def _defaults(table: dict) -> dict:
+    return {key: f["default"] for key, f in table.items()}
+
+
+def _choices(table: dict) -> dict:
+    return {key: f["choices"] for key, f in table.items() if f["choices"] and f["type"] == "str"}
+
+
+DEFAULTS = _defaults(FIELDS)
+DISK_DEFAULTS = _defaults(SUBFIELDS["disks"])
+INTERFACE_DEFAULTS = _defaults(SUBFIELDS["interfaces"])
+FILESYSTEM_DEFAULTS = _defaults(SUBFIELDS["filesystems"])
+CDROM_DEFAULTS = _defaults(SUBFIELDS["cdroms"])
+# The allowed values of every string field that has them, checked as `value in choices`; boot (a
+# list) and hugepages (true, false or a page size) check theirs in place.
+CHOICES = _choices(FIELDS)
+DISK_CHOICES = _choices(SUBFIELDS["disks"])
+INTERFACE_CHOICES = _choices(SUBFIELDS["interfaces"])
+BOOT_DEVICES = FIELDS["boot"]["choices"]
+HUGEPAGES = FIELDS["hugepages"]["choices"]
+# cpu_pinning's keywords; it also takes a number of vCPUs, so the argument spec cannot list
+# choices for it (Ansible would refuse the numbers). Its default is one of them.
+CPU_PINNING_MODES = ("none", "auto")
+# Fields that take more types than their argument spec can say (Ansible's argument spec has one
+# type per option and no extension keys): a size or a CPU list may be a number, hugepages true or
+# a page size. Each includes the spec's own type, unless that is raw.
+MORE_TYPES = {
+    "memory": (str, int), "emulator_pins": (str, int), "cpu_housekeeping": (str, int),
+    "cpu_pinning": (str, int), "hugepages": (bool, int), "disks.size": (str, int),
 }
-DISK_DEFAULTS = {"name": None, "pool": "vm", "size": None, "format": "qcow2", "bus": "virtio",
-                 "backing_file": None, "backing_format": "qcow2", "allow_grow": False, "source": None}
-INTERFACE_DEFAULTS = {"network": "default", "mac": None, "model": "virtio", "boot_rom": True}
-FILESYSTEM_DEFAULTS = {"source": None, "target": None, "allow_system_dir": False}
-CDROM_DEFAULTS = {"path": None}
+SPEC_TYPES = {"str": str, "path": str, "int": int, "bool": bool, "list": list, "dict": dict}
 # The type each field must have; bool is not an int here. A wrong type is reported, naming the
 # field, and the field falls back to its default so the other checks can go on.
 TYPES = {
-    "name": str, "memory": (str, int), "vcpus": int, "machine": str, "virt_type": str, "cpu_mode": str,
-    "cpu_model": str, "cpu_threads": int, "firmware": str, "secure_boot": bool, "enrolled_keys": bool,
-    "nvram": str, "tpm": str, "tpm_model": str, "tpm_socket": str, "tpm_state_dir": str, "disks": list,
-    "cdroms": list, "interfaces": list, "graphics": str, "graphics_listen": str, "graphics_public": bool,
-    "graphics_password": str,
-    "video": str, "filesystems": list, "windows": bool, "cpu_pinning": (str, int), "cpu_pins": dict,
-    "emulator_pins": (str, int), "cpu_housekeeping": (str, int), "numa_strict": bool, "iothreads": int,
-    "hugepages": (bool, int), "boot": list, "autostart": bool, "state": str, "shutdown_timeout": int,
-    "force_stop": bool, "allow_restart": bool, "purge": bool, "reset_nvram": bool,
-    "allow_foreign_paths": bool,
-    # list items
-    "disks.name": str, "disks.pool": str, "disks.size": (str, int), "disks.format": str, "disks.bus": str,
-    "disks.backing_file": str, "disks.backing_format": str, "disks.allow_grow": bool, "disks.source": dict,
-    "interfaces.network": str, "interfaces.mac": str, "interfaces.model": str, "interfaces.boot_rom": bool,
-    "filesystems.source": str, "filesystems.target": str, "filesystems.allow_system_dir": bool,
-    "cdroms.path": str,
+    **{key: SPEC_TYPES[f["type"]] for key, f in FIELDS.items() if f["type"] in SPEC_TYPES},
+    # list items: disks.name, ... (a disk's source is checked by module_utils/image.py)
+    **{"%s.%s" % (kind, key): SPEC_TYPES[f["type"]] for kind, table in SUBFIELDS.items() if "." not in kind
+       for key, f in table.items() if f["type"] in SPEC_TYPES},
+    **MORE_TYPES,
 }
 TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", list: "a list", dict: "a mapping"}
 # Names libvirt and QEMU take as identifiers (machine types, CPU models, networks, pools).
@@ -99,16 +73,6 @@ SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/pr
                "/sys", "/usr", "/var/lib/libvirt", "/var/log")
 SECRETS = ("graphics_password",)  # never shown in a message
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
-CHOICES = {
-    "virt_type": ("kvm", "qemu"),
-    "cpu_mode": ("host-passthrough", "host-model", "maximum", "custom"),
-    "firmware": ("uefi", "bios"),
-    "tpm": ("none", "emulator", "external"),
-    "tpm_model": ("crb", "tis"),
-    "graphics": ("spice", "vnc", "none"),
-    "video": ("virtio", "qxl", "vga", "bochs", "none"),
-    "state": ("running", "shutdown", "absent"),
-}
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # used with fullmatch: no trailing newline
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
@@ -221,7 +185,7 @@ def _disk_source(disk: dict, label: str, errors: list) -> None:
 def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     # Disks: sized volumes in libvirt pools, with their target devices.
     g["disks"] = _items(g, "disks", DISK_DEFAULTS, errors, var)
-    letters = {"virtio": 0, "sata": 0}
+    letters = dict.fromkeys(DISK_CHOICES["bus"], 0)
     seen = set()
     for i, disk in enumerate(g["disks"]):
         label = "%s.disks[%d]" % (var, i)
@@ -239,12 +203,11 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
             parse_size(disk["size"] if disk["size"] is not None else "missing")
         except ValueError as exc:
             errors.append("%s.size: %s; give the disk's capacity such as 40G." % (label, exc))
-        for key in ("format", "backing_format"):
-            if disk[key] not in ("qcow2", "raw"):
-                errors.append("%s.%s: %r is not one of qcow2, raw." % (label, key, disk[key]))
-        if disk["bus"] not in ("virtio", "sata"):
-            errors.append("%s.bus: %r is not one of virtio, sata." % (label, disk["bus"]))
-            disk["bus"] = "virtio"
+        for key, choices in DISK_CHOICES.items():
+            if disk[key] not in choices:
+                errors.append("%s.%s: %r is not one of %s." % (label, key, disk[key], ", ".join(choices)))
+                if key == "bus":  # the target device below needs a bus
+                    disk[key] = DISK_DEFAULTS[key]
         disk["dev"] = _dev("vd" if disk["bus"] == "virtio" else "sd", letters[disk["bus"]])
         letters[disk["bus"]] += 1
         disk["volume"] = {k: disk[k] for k in ("pool", "name", "format", "backing_file", "allow_grow")}
@@ -283,9 +246,10 @@ def _interfaces(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         if nic["mac"] in macs:
             errors.append("%s.interfaces[%d].mac: %s is used twice." % (var, i, nic["mac"]))
         macs.add(nic["mac"])
-        if nic["model"] not in ("virtio", "e1000e", "e1000", "rtl8139"):
-            errors.append("%s.interfaces[%d].model: %r is not one of virtio, e1000e, e1000, rtl8139."
-                          % (var, i, nic["model"]))
+        for key, choices in INTERFACE_CHOICES.items():
+            if nic[key] not in choices:
+                errors.append("%s.interfaces[%d].%s: %r is not one of %s."
+                              % (var, i, key, nic[key], ", ".join(choices)))
 
     g["filesystems"] = _items(g, "filesystems", FILESYSTEM_DEFAULTS, errors, var)
     targets = set()
@@ -328,8 +292,8 @@ def _pins(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
             continue
         g["vcpupin"].append({"vcpu": vcpu_i, "cpuset": cpuset})
     mode = g["cpu_pinning"]
-    if mode not in ("none", "auto") and (isinstance(mode, bool) or not isinstance(mode, int)
-                                         or not 1 <= mode <= g["vcpus"]):
+    if mode not in CPU_PINNING_MODES and (isinstance(mode, bool) or not isinstance(mode, int)
+                                          or not 1 <= mode <= g["vcpus"]):
         errors.append("%s.cpu_pinning: %r must be none, auto (pin every vCPU) or a number of vCPUs to pin "
                       "(1-%d)." % (var, mode, g["vcpus"]))
     if mode != "none" and pins:
@@ -355,7 +319,9 @@ def _tuning(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     for i, disk in enumerate(virtio):
         disk["iothread"] = i % g["iothreads"] + 1 if g["iothreads"] else None
     pages = g["hugepages"]
-    if pages is not False and pages is not True and (not isinstance(pages, int) or pages not in (2048, 1048576)):
+    # One of the spec's choices, where true is not 1 and false is not 0.
+    if not (isinstance(pages, int)
+            and any(pages == c and isinstance(pages, bool) == isinstance(c, bool) for c in HUGEPAGES)):
         errors.append("%s.hugepages: %r must be true (2 MiB pages), 2048 or 1048576 (KiB), or false."
                       % (var, pages))
     elif pages is True:
@@ -405,8 +371,8 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
         check(g, spec, name, errors, var)
     if g["boot"] is None:
         g["boot"] = ["hd", "cdrom"] if g["cdroms"] else ["hd"]
-    elif not all(isinstance(dev, str) for dev in g["boot"]) or not set(g["boot"]) <= {"hd", "cdrom", "network"}:
-        errors.append("%s.boot: %r must be a list of hd, cdrom, network." % (var, g["boot"]))
+    elif not all(isinstance(dev, str) for dev in g["boot"]) or not set(g["boot"]) <= set(BOOT_DEVICES):
+        errors.append("%s.boot: %r must be a list of %s." % (var, g["boot"], ", ".join(BOOT_DEVICES)))
     return g, errors
 
 

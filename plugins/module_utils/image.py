@@ -30,16 +30,21 @@ import urllib.parse
 # certificate checks, proxies from the environment and redirects.
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_schema import SUBFIELDS
 
 CHUNK = 1024 * 1024
 ALGORITHMS = {"sha256": 64, "sha512": 128}  # accepted checksum algorithms -> hex digits
-COMPRESSIONS = ("none", "xz", "gz", "bz2", "7z")
+# A source's fields, defaults and allowed values: those of a guest disk's source in the guest role's
+# argument spec (module_utils/guest_schema.py), which libvirt_volume's volumes[].source repeats.
+SOURCE = SUBFIELDS["disks.source"]
+SOURCE_KEYS = tuple(SOURCE)
+FORMATS = SOURCE["format"]["choices"]
+COMPRESSIONS = SOURCE["compression"]["choices"]
+DEFAULT_TIMEOUT = SOURCE["timeout"]["default"]
 SUFFIXES = ((".xz", "xz"), (".gz", "gz"), (".bz2", "bz2"), (".7z", "7z"))
 OPENERS = {"xz": lzma.open, "gz": gzip.open, "bz2": bz2.open}
 # Inside a 7z archive, the disk image is the one file with one of these suffixes.
 IMAGE_SUFFIXES = (".qcow2", ".qcow", ".img", ".raw")
-SOURCE_KEYS = ("url", "path", "checksum", "format", "compression", "timeout")
-DEFAULT_TIMEOUT = 60
 SEVEN_ZIP_PACKAGES = "Debian 13 and Arch: 7zip; Debian 12: p7zip-full"
 CHECKSUM_RE = re.compile(r"([a-z0-9]+):([0-9A-Fa-f]+)")
 
@@ -68,8 +73,8 @@ def source_errors(source, label: str, volume_format: str | None = None) -> list[
                       % (label, path))
     errors += checksum_errors(source.get("checksum"), label + ".checksum")
     fmt = source.get("format")
-    if fmt is not None and fmt not in ("qcow2", "raw"):
-        errors.append("%s.format: %r is not one of qcow2, raw." % (label, fmt))
+    if fmt is not None and fmt not in FORMATS:
+        errors.append("%s.format: %r is not one of %s." % (label, fmt, ", ".join(FORMATS)))
     elif fmt is not None and volume_format is not None and fmt != volume_format:
         errors.append("%s.format: the image is %s but the disk's format is %s; give them the same format."
                       % (label, fmt, volume_format))

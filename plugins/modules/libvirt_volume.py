@@ -374,7 +374,7 @@ def main() -> None:
                             "url": {"type": "str"},
                             "path": {"type": "str"},
                             "checksum": {"type": "str"},
-                            "format": {"type": "str", "choices": ["qcow2", "raw"]},
+                            "format": {"type": "str", "choices": list(image.FORMATS)},
                             "compression": {"type": "str", "choices": list(image.COMPRESSIONS)},
                             "timeout": {"type": "int", "default": image.DEFAULT_TIMEOUT},
                         },
