@@ -14,12 +14,8 @@ description:
     inside the subnet and no duplicate IP, MAC or name.
   - Returns one message per mistake, each naming the inventory field; an empty list means the
     spec is sound. The network role fails on a non-empty list before changing anything.
-options:
-  _input:
-    description: The networks, as in C(network_networks).
-    type: list
-    elements: dict
-    required: true
+extends_documentation_fragment:
+  - kvmlab.hypervisor.network_spec.networks
 """
 
 EXAMPLES = r"""

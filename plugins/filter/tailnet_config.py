@@ -19,20 +19,14 @@ description:
   - The companion filter C(tailnet_errors) returns the mistakes in the routes and interface,
     each naming its field.
 options:
-  _input:
-    description: The networks, as in C(network_networks).
-    type: list
-    elements: dict
-    required: true
   routes:
     description: The advertised subnets, as in C(network_tailscale_routes).
     type: list
     elements: str
     required: true
-  interface:
-    description: Tailscale's network interface.
-    type: str
-    default: tailscale0
+extends_documentation_fragment:
+  - kvmlab.hypervisor.network_spec.networks
+  - kvmlab.hypervisor.network_spec.tailnet
 """
 
 EXAMPLES = r"""

@@ -18,10 +18,8 @@ options:
     type: list
     elements: str
     required: true
-  interface:
-    description: Tailscale's network interface.
-    type: str
-    default: tailscale0
+extends_documentation_fragment:
+  - kvmlab.hypervisor.network_spec.tailnet
 """
 
 EXAMPLES = r"""
