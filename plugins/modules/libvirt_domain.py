@@ -818,6 +818,12 @@ def main() -> None:
                 module.fail_json(msg=exc.msg, **exc.extra)
             results[params["name"]] = {"failed": True, "msg": exc.msg, **exc.extra}
             failed.append(exc.msg)
+        except libvirt.libvirtError as exc:  # an error no check foresaw: this guest fails alone
+            msg = "guest %s: libvirt failed: %s" % (params["name"], exc)
+            if module.params["guests"] is None:
+                module.fail_json(msg=msg)
+            results[params["name"]] = {"failed": True, "msg": msg}
+            failed.append(msg)
     if module.params["guests"] is None:
         module.exit_json(**results[names[0]])
     changed = any(r.get("changed") for r in results.values())

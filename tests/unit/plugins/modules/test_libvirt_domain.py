@@ -433,6 +433,26 @@ def test_batch_converges_every_guest_and_a_failing_one_stops_no_other(monkeypatc
     assert [c[0] for c in conn.calls] == ["defineXMLFlags"]
 
 
+def test_batch_an_unexpected_libvirt_error_fails_that_guest_alone(monkeypatch):
+    """A libvirt error no check foresaw (here: reading arch's state) fails arch by name; kali,
+    after it in the list, is still defined and started."""
+    current = (FIXTURES / "site-arch-libvirt9.xml").read_text()
+    kali = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text())
+
+    class Broken(Dom):
+        def state(self):
+            raise LibvirtError("internal error: broken by a test")
+
+    conn = Conn(others=[Broken(current, active=True)])  # listed by libvirt; kali is defined anew
+    failed, result = run_main(monkeypatch, conn, guests=[{"name": "arch", "xml": desired_from(current)},
+                                                          {"name": "kali", "xml": kali}])
+    assert failed
+    assert result["msg"] == ("1 of 2 guests did not converge (the others did):\n"
+                             "guest arch: libvirt failed: internal error: broken by a test")
+    assert result["guests"]["arch"]["failed"] is True
+    assert result["guests"]["kali"]["actions"] == ["define", "start"]
+
+
 def test_batch_diffs_name_their_guest_and_entries_inherit_only_safe_options(monkeypatch):
     kali = desired_from((FIXTURES / "site-kali-libvirt9.xml").read_text())
     failed, result = run_main(monkeypatch, Conn(), check_mode=True, autostart=True, purge=True, reset_nvram=True,
