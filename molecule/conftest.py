@@ -97,7 +97,7 @@ def pytest_terminal_summary(terminalreporter):
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_guests", "test_bad_input",
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
                 "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source", "test_new_vm",
-                "test_storage_options", "test_inventory", "test_tailscale", "test_two_hosts"]
+                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_two_hosts"]
 
 
 def pytest_collection_modifyitems(items):

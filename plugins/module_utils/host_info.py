@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 # The KVM module of each CPU vendor, as /proc/cpuinfo names the vendor.
 KVM_MODULE_BY_VENDOR = {
@@ -140,11 +141,12 @@ def parse_systemctl_show(text: str) -> dict:
 
 
 def user_state(names: list[str], accounts: dict[str, dict], members: dict[str, list[str]]) -> dict:
-    """For each user: whether it exists, which groups list it as a supplementary member, its home
-    and the default URI of its libvirt clients (None when its libvirt.conf sets none).
+    """For each user: whether it exists, which groups list it as a supplementary member, its home,
+    the default URI of its libvirt clients (None when its libvirt.conf sets none) and why that
+    config must not be written for it (None when it may).
 
-    `accounts` maps the user names that resolve to {home, uri_default}, `members` each group to
-    its member names (from NSS, so directory users count too).
+    `accounts` maps the user names that resolve to {home, uri_default, config_problem}, `members`
+    each group to its member names (from NSS, so directory users count too).
     """
     return {
         name: {
@@ -152,9 +154,46 @@ def user_state(names: list[str], accounts: dict[str, dict], members: dict[str, l
             "groups": sorted(g for g, users in members.items() if name in users),
             "home": accounts.get(name, {}).get("home"),
             "uri_default": accounts.get(name, {}).get("uri_default"),
+            "config_problem": accounts.get(name, {}).get("config_problem"),
         }
         for name in names
     }
+
+
+CLIENT_CONFIG = (".config", ".config/libvirt", ".config/libvirt/libvirt.conf")
+
+
+def _path_problem(path: str, is_dir: bool, uid: int | None) -> str | None:
+    """Why `path`, which exists (lstat), is not a real directory (or regular file) owned by
+    `uid` (any owner when None)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "%s is a symbolic link" % path
+    if is_dir != stat.S_ISDIR(st.st_mode) or not (is_dir or stat.S_ISREG(st.st_mode)):
+        return "%s is not a %s" % (path, "directory" if is_dir else "regular file")
+    if uid is not None and st.st_uid != uid:
+        return "%s belongs to uid %d, not to the user (uid %d)" % (path, st.st_uid, uid)
+    return None
+
+
+def config_problem(home: str, uid: int) -> str | None:
+    """Why a user's libvirt client config (~/.config/libvirt/libvirt.conf) must not be written for
+    them, or None. The home must be a real directory, and each part of the path that exists a
+    real directory (the file: a regular file) of the user's own: never a symbolic link, which
+    would send the write elsewhere."""
+    if not os.path.lexists(home):
+        return "the home directory %s does not exist" % home
+    parts = [(home, True, None)] + [(os.path.join(home, rel), not rel.endswith(".conf"), uid) for rel in CLIENT_CONFIG]
+    for path, is_dir, owner in parts:
+        if not os.path.lexists(path):
+            return None  # made by the role, as the user's
+        try:
+            problem = _path_problem(path, is_dir, owner)
+        except OSError as exc:
+            return "%s cannot be read: %s" % (path, exc.strerror)
+        if problem:
+            return problem
+    return None
 
 
 def parse_uri_default(text: str) -> str | None:

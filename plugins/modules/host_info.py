@@ -29,6 +29,13 @@ options:
     type: list
     elements: str
     default: []
+  client_config:
+    description:
+      - Also check whether each of O(users) may get a libvirt client config written in their home
+        (the C(kvmlab.hypervisor.host) role's C(host_libvirt_uri_default)), and warn for those
+        who may not (RV(users) C(config_problem)).
+    type: bool
+    default: false
   kernel_modules:
     description:
       - Kernel modules whose loaded and available states are reported.
@@ -112,9 +119,12 @@ users:
   description:
     - Existence, supplementary groups and home of each requested user, and the C(uri_default) its
       libvirt clients use (from C(~/.config/libvirt/libvirt.conf); null when unset).
+    - C(config_problem) says why that file must not be written for the user (a symbolic link, a
+      part that is not the user's own, no home); null when it may.
   returned: always
   type: dict
-  sample: {alice: {exists: true, groups: [libvirt], home: /home/alice, uri_default: "qemu:///system"}}
+  sample: {alice: {exists: true, groups: [libvirt], home: /home/alice, uri_default: "qemu:///system",
+                   config_problem: null}}
 firmware_enrolled_keys:
   description:
     - Where q35 guests get UEFI Secure Boot with enrolled keys from - C(distribution) (a
@@ -143,7 +153,7 @@ def read(path: str, default: str = "") -> str:
         return default
 
 
-def existing_users(names: list[str]) -> dict[str, dict]:
+def existing_users(names: list[str], check_config: bool = False) -> dict[str, dict]:
     """The users that resolve, with their home and their libvirt clients' default URI."""
     found = {}
     for name in names:
@@ -151,8 +161,10 @@ def existing_users(names: list[str]) -> dict[str, dict]:
             entry = pwd.getpwnam(name)
         except KeyError:
             continue
-        config = read(os.path.join(entry.pw_dir, ".config", "libvirt", "libvirt.conf"))
-        found[name] = {"home": entry.pw_dir, "uri_default": host_info.parse_uri_default(config)}
+        problem = host_info.config_problem(entry.pw_dir, entry.pw_uid) if check_config else None
+        config = "" if problem else read(os.path.join(entry.pw_dir, ".config", "libvirt", "libvirt.conf"))
+        found[name] = {"home": entry.pw_dir, "uri_default": host_info.parse_uri_default(config),
+                       "config_problem": problem}
     return found
 
 
@@ -187,6 +199,14 @@ def core(module: AnsibleModule) -> dict:
         except KeyError:
             kvm_group = str(kvm["gid"])
 
+    users = host_info.user_state(params["users"], existing_users(params["users"], params["client_config"]),
+                                 {g.gr_name: list(g.gr_mem) for g in grp.getgrall()})
+    for name, user in users.items():
+        problem = user["config_problem"]
+        if problem:
+            module.warn("The libvirt client config of %s is left alone (%s): set its default URI by hand, "
+                        "or fix the path and run again." % (name, problem))
+
     iommu = host_info.iommu_state("/sys/kernel/iommu_groups", read("/proc/cmdline"))
     if kvm["openable"] and not cpu["virtualization_flags"]:
         module.warn("The CPU shows no vmx/svm flag although %s works: a nested or paravirtualised "
@@ -206,8 +226,7 @@ def core(module: AnsibleModule) -> dict:
         "kernel_modules_to_load": [m for m, s in module_state.items()
                                    if s["available"] and not s["loaded"]],
         "units": units,
-        "users": host_info.user_state(params["users"], existing_users(params["users"]),
-                                      {g.gr_name: list(g.gr_mem) for g in grp.getgrall()}),
+        "users": users,
         "firmware_enrolled_keys": firmware.plan(firmware.descriptors())["state"],
     }
 
@@ -217,6 +236,7 @@ def main() -> None:
         argument_spec={
             "units": {"type": "list", "elements": "str", "default": []},
             "users": {"type": "list", "elements": "str", "default": []},
+            "client_config": {"type": "bool", "default": False},
             "kernel_modules": {"type": "list", "elements": "str", "default": []},
             "kvm_device": {"type": "path", "default": "/dev/kvm"},
         },

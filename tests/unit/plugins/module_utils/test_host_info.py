@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import host_info
 
@@ -143,11 +145,13 @@ def test_systemctl_show_blocks():
 
 
 def test_users():
-    state = host_info.user_state(["alice", "bob"], {"alice": {"home": "/home/alice", "uri_default": None}},
+    accounts = {"alice": {"home": "/home/alice", "uri_default": None, "config_problem": "x is a symbolic link"}}
+    state = host_info.user_state(["alice", "bob"], accounts,
                                  {"libvirt": ["alice"], "kvm": [], "wheel": ["alice", "carol"]})
     assert state == {"alice": {"exists": True, "groups": ["libvirt", "wheel"], "home": "/home/alice",
-                               "uri_default": None},
-                     "bob": {"exists": False, "groups": [], "home": None, "uri_default": None}}
+                               "uri_default": None, "config_problem": "x is a symbolic link"},
+                     "bob": {"exists": False, "groups": [], "home": None, "uri_default": None,
+                             "config_problem": None}}
 
 
 @pytest.mark.parametrize(("text", "uri"), [
@@ -159,3 +163,38 @@ def test_users():
 ])
 def test_uri_default_of_a_libvirt_client_config(text, uri):
     assert host_info.parse_uri_default(text) == uri
+
+
+def test_client_config_is_written_only_along_real_paths_of_the_users_own(tmp_path):
+    """~/.config/libvirt/libvirt.conf is written as root: a symbolic link anywhere on the way, a
+    part that is not the user's own, or a missing home, and it is left alone (with the reason)."""
+    uid = os.getuid()
+    home = tmp_path / "home"
+    assert host_info.config_problem(str(home), uid) == "the home directory %s does not exist" % home
+    home.mkdir()
+    assert host_info.config_problem(str(home), uid) is None  # nothing yet: the role makes it
+    (home / ".config" / "libvirt").mkdir(parents=True)
+    (home / ".config" / "libvirt" / "libvirt.conf").write_text('uri_default = "qemu:///system"\n')
+    assert host_info.config_problem(str(home), uid) is None
+
+    conf = home / ".config" / "libvirt" / "libvirt.conf"
+    conf.unlink()
+    conf.symlink_to("/etc/shadow")
+    assert host_info.config_problem(str(home), uid) == "%s is a symbolic link" % conf
+    conf.unlink()
+    conf.mkdir()
+    assert host_info.config_problem(str(home), uid) == "%s is not a regular file" % conf
+    conf.rmdir()
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (home / ".config" / "libvirt").rmdir()
+    (home / ".config").rmdir()
+    (home / ".config").symlink_to(target)
+    assert host_info.config_problem(str(home), uid) == "%s is a symbolic link" % (home / ".config")
+    (home / ".config").unlink()
+    (home / ".config").mkdir()
+    if uid == 0:  # only root can hand a directory to another user
+        os.chown(home / ".config", 4242, 4242)
+        assert host_info.config_problem(str(home), uid) == (
+            "%s belongs to uid 4242, not to the user (uid 0)" % (home / ".config"))

@@ -444,8 +444,8 @@ def test_batch_an_unexpected_libvirt_error_fails_that_guest_alone(monkeypatch):
             raise LibvirtError("internal error: broken by a test")
 
     conn = Conn(others=[Broken(current, active=True)])  # listed by libvirt; kali is defined anew
-    failed, result = run_main(monkeypatch, conn, guests=[{"name": "arch", "xml": desired_from(current)},
-                                                          {"name": "kali", "xml": kali}])
+    guests = [{"name": "arch", "xml": desired_from(current)}, {"name": "kali", "xml": kali}]
+    failed, result = run_main(monkeypatch, conn, guests=guests)
     assert failed
     assert result["msg"] == ("1 of 2 guests did not converge (the others did):\n"
                              "guest arch: libvirt failed: internal error: broken by a test")
