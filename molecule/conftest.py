@@ -6,16 +6,23 @@ import collections
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 # The collection as Python packages (ansible_collections.kvmlab.hypervisor.*) and the shared test
-# helpers in tests/ (drift_values), for tests that compute what the site builds.
+# helpers in tests/ (drift_values, guest_data, guest_agent), for tests that compute what the site
+# builds or look inside its guests.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
+
+from guest_agent import GUESTS, Guests  # noqa: E402  (found through the path above)
 
 
 class SiteRun:
@@ -48,6 +55,58 @@ def run_site(*extra: str, playbook_path: str = "kvmlab.hypervisor.site", env: di
     return SiteRun(subprocess.run(command, capture_output=True, text=True, env=env, check=False))
 
 
+def reap(mark: str) -> None:
+    """Kill the processes a killed run left in sessions of their own (ansible-playbook daemonises
+    a helper that would otherwise wait forever on a pipe to the dead run)."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if ("KVMLAB_KILLED_RUN=%s" % mark).encode() in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def killed_run(extra: tuple, header: str, then: str | None = None, seconds: int = 300) -> str:
+    """Run the site and SIGKILL ansible-playbook (and its SSH children) once its output shows the
+    task `header` and then, if given, a line with `then`. Returns the output up to there."""
+    mark = "kvmlab-killed-%s" % uuid.uuid4().hex
+    # PYTHONUNBUFFERED: each line as it happens; the mark finds what the run left behind.
+    command, env = site_command(*extra, env={"PYTHONUNBUFFERED": "1", "KVMLAB_KILLED_RUN": mark})
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    seen, lines, deadline = False, [], time.monotonic() + seconds
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        seen = seen or header in line
+        if (seen and (then is None or then in line)) or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    reap(mark)
+    out = "".join(lines)
+    assert seen and (then is None or then in lines[-1]), out
+    return out
+
+
+def hypervisor_vars() -> dict:
+    """The connection variables of the scenario's one host, wherever its inventory puts them
+    (Molecule's file: all.hosts; a hand-written inventory directory: under a group)."""
+    def walk(group):
+        for host_vars in (group.get("hosts") or {}).values():
+            if host_vars and "ansible_port" in host_vars:
+                yield host_vars
+        for child in (group.get("children") or {}).values():
+            yield from walk(child or {})
+
+    path = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+    for file in sorted(path.glob("*.yml")) if path.is_dir() else [path]:
+        inventory = yaml.safe_load(file.read_text()) or {}
+        for host_vars in walk(inventory.get("all") or {}):
+            return host_vars
+    raise AssertionError("no host with ansible_port in %s" % path)
+
+
 @pytest.fixture(scope="session")
 def site():
     return run_site
@@ -62,6 +121,14 @@ def guest():
         return run_site("-e", json.dumps({"guest_spec": spec}), *extra, playbook_path=path)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def guests(host):
+    """The demo's three guests booted into the guest OS (scenario guests): every agent answers."""
+    g = Guests(host)
+    g.wait(GUESTS)
+    return g
 
 
 # The verify step's summary: every number is counted by the tests as their assertions pass.
@@ -97,7 +164,10 @@ def pytest_terminal_summary(terminalreporter):
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_guests", "test_bad_input",
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
                 "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source", "test_new_vm",
-                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_two_hosts"]
+                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_two_hosts",
+                # Scenario guests: look inside first; the tests that restart the guests come last.
+                "test_inside", "test_reach_by_name", "test_tailnet", "test_boot", "test_secure_boot_enforced",
+                "test_guest_data", "test_shutdown"]
 
 
 def pytest_collection_modifyitems(items):

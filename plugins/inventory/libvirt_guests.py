@@ -13,10 +13,15 @@ description:
     host variables it sets (C(info) with C(info.state), C(xml_desc), C(guest_info),
     C(interface_addresses), C(ansible_connection), C(ansible_libvirt_uri)).
   - Adds what that plugin does not expose, read from libvirt over the same URI
-    C(libvirt_interfaces), C(libvirt_macs) and C(libvirt_addresses). A guest's address is its
-    DHCP lease on a libvirt network (C(virsh net-dhcp-leases)) or, without one, the network's DHCP
-    reservation for its MAC (C(<host mac= ip=>) in C(virsh net-dumpxml)), so it is known before
-    the guest has booted and without a guest agent.
+    C(libvirt_interfaces), C(libvirt_macs) and C(libvirt_addresses). An interface's addresses are
+    those its guest agent reports for its MAC (C(virsh domifaddr --source agent), without loopback
+    and link-local ones), else its DHCP lease on a libvirt network (C(virsh net-dhcp-leases)), else
+    the network's DHCP reservation for its MAC (C(<host mac= ip=>) in C(virsh net-dumpxml)), so an
+    address is known before the guest has booted and without a guest agent.
+  - The guests are reached by name through community.libvirt's C(libvirt_qemu) connection (the
+    guest agent, no SSH), which that plugin sets as C(ansible_connection); that connection finds
+    the guest by C(ansible_host), so leave C(ansible_host) alone for it (compose it from
+    C(libvirt_addresses) only with C(ansible_connection=ssh)).
   - C(compose), C(groups) and C(keyed_groups) are applied after these variables are set, so they
     can use them (community.libvirt's plugin applies them while it lists the guests).
   - O(uri) is a template; C(inventory_dir) is the directory of the inventory source, and
@@ -60,7 +65,7 @@ keyed_groups:
   - key: info.state
     prefix: guests
 compose:
-  ansible_host: libvirt_addresses | first
+  guest_address: libvirt_addresses | first
 """
 
 import ipaddress
@@ -120,12 +125,34 @@ def _ip_order(address: str) -> tuple:
     return (ip.version, ip)
 
 
-def add_addresses(interfaces: list[dict], leases: dict[str, list[str]], reservations: dict[str, dict]) -> list[str]:
-    """Give each interface its `lease` and `reservation` addresses (lists, IPv4 first) and its
-    `addresses`: the leases, or the reservations when there is no lease. leases: MAC -> addresses;
-    reservations: network name -> MAC -> addresses (an interface on a libvirt network looks in
-    that network only; one on a bridge in all of them). Returns the guest's addresses in
-    interface order, without repeats."""
+def agent_addresses_of(interface_addresses) -> dict[str, list[str]]:
+    """The addresses a guest agent reports, by MAC, from community.libvirt's
+    `interface_addresses` (libvirt's interfaceAddresses with the agent source: name ->
+    {hwaddr, addrs: [{addr, prefix, type}]}, or {"error": ...} without an answering agent).
+    Loopback and link-local addresses are left out: they reach nothing from outside."""
+    result: dict[str, list[str]] = {}
+    if not isinstance(interface_addresses, dict):
+        return result
+    for iface in interface_addresses.values():
+        if not isinstance(iface, dict) or not isinstance(iface.get("hwaddr"), str):
+            continue
+        for entry in iface.get("addrs") or []:
+            try:
+                ip = ipaddress.ip_address(str(entry.get("addr")).split("%")[0])
+            except (AttributeError, ValueError):
+                continue
+            if not (ip.is_loopback or ip.is_link_local):
+                result.setdefault(iface["hwaddr"].lower(), []).append(str(ip))
+    return result
+
+
+def add_addresses(interfaces: list[dict], leases: dict[str, list[str]], reservations: dict[str, dict],
+                  agent: dict[str, list[str]] | None = None) -> list[str]:
+    """Give each interface its `agent`, `lease` and `reservation` addresses (lists, IPv4 first)
+    and its `addresses`: the agent's, else the leases, else the reservations. agent and leases:
+    MAC -> addresses; reservations: network name -> MAC -> addresses (an interface on a libvirt
+    network looks in that network only; one on a bridge in all of them). Returns the guest's
+    addresses in interface order, without repeats."""
     result: list[str] = []
     for iface in interfaces:
         mac = iface["mac"]
@@ -134,9 +161,10 @@ def add_addresses(interfaces: list[dict], leases: dict[str, list[str]], reservat
             reserved = reservations.get(iface["network"], {}).get(mac, [])
         else:
             reserved = [ip for network in reservations.values() for ip in network.get(mac, [])]
+        iface["agent"] = sorted(set((agent or {}).get(mac, [])), key=_ip_order)
         iface["lease"] = lease
         iface["reservation"] = sorted(set(reserved), key=_ip_order)
-        iface["addresses"] = lease or iface["reservation"]
+        iface["addresses"] = iface["agent"] or lease or iface["reservation"]
         result.extend(ip for ip in iface["addresses"] if ip not in result)
     return result
 
@@ -232,7 +260,8 @@ class InventoryModule(LibvirtInventory):
 
         for name, xml_desc in guests.items():
             interfaces = interfaces_of(xml_desc)
-            addresses = add_addresses(interfaces, leases, reservations)
+            agent = agent_addresses_of(self.inventory.get_host(name).get_vars().get("interface_addresses"))
+            addresses = add_addresses(interfaces, leases, reservations, agent)
             self.inventory.set_variable(name, "libvirt_interfaces", interfaces)
             self.inventory.set_variable(name, "libvirt_macs", [i["mac"] for i in interfaces if i["mac"]])
             self.inventory.set_variable(name, "libvirt_addresses", addresses)

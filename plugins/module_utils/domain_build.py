@@ -162,8 +162,17 @@ def _network(b: _Builder, devices: ET.Element, g: dict) -> None:
 
 
 def _console(b: _Builder, devices: ET.Element, g: dict) -> None:
-    channel = b.sub(devices, "channel", type="unix")
-    b.sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+    if g["serial_console"]:
+        # The console on the first serial port (virsh console), logged by virtlogd, which rotates
+        # the file; guest names are plain (NAME_RE), so the path is safe.
+        serial = b.sub(devices, "serial", type="pty")
+        b.sub(serial, "log", file="/var/log/libvirt/qemu/%s-console.log" % g["name"], append="on", field="name")
+        b.sub(serial, "target", port=0)
+        console = b.sub(devices, "console", type="pty")
+        b.sub(console, "target", type="serial", port=0)
+    if g["guest_agent"]:
+        channel = b.sub(devices, "channel", type="unix")
+        b.sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     if g["graphics"] == "spice":
         channel = b.sub(devices, "channel", type="spicevmc")
         b.sub(channel, "target", type="virtio", name="com.redhat.spice.0")

@@ -12,10 +12,10 @@ drift. The rules:
 - repeated children are matched by a key (a disk by its target dev, an interface by its MAC, a
   vcpupin by its vcpu, ...), not by position;
 - what libvirt's XML has beyond that is ignored, except children of the kinds the spec owns
-  (OWNED: disks, interfaces, filesystems, graphics, channels, TPMs, hostdevs and inputs under
-  <devices>; the pins under <cputune>; the boot order under <os>; Hyper-V enlightenments and SMM
-  under <features>; timers under <clock>; a console's <listen>s; <memoryBacking> and <iothreads>; a disk driver's
-  iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
+  (OWNED: disks, interfaces, filesystems, graphics, channels, serial ports, consoles, TPMs,
+  hostdevs and inputs under <devices>; the pins under <cputune>; the boot order under <os>;
+  Hyper-V enlightenments and SMM under <features>; timers under <clock>; a console's <listen>s;
+  <memoryBacking> and <iothreads>; a disk driver's iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
 - an empty desired element (such as a <cputune/> without pins) that libvirt dropped is not a
   difference;
 - `merge` builds the XML to define from libvirt's, applying the desired parts, so that uuid,
@@ -82,6 +82,8 @@ KEYS = {
     "feature": lambda e: e.get("name"),
     "input": lambda e: (e.get("type"), e.get("bus")),
     "channel": lambda e: e.find("target").get("name") if e.find("target") is not None else None,
+    "serial": lambda e: e.find("target").get("port") if e.find("target") is not None else None,
+    "console": lambda e: e.find("target").get("port") if e.find("target") is not None else None,
     "graphics": lambda e: e.get("type"),
     "listen": lambda e: e.get("type"),
     "boot": lambda e: e.get("dev"),
@@ -89,7 +91,8 @@ KEYS = {
 }
 # Children the spec owns, per parent: libvirt's extra ones of these kinds are differences.
 OWNED = {
-    "devices": ("disk", "interface", "filesystem", "graphics", "channel", "tpm", "hostdev", "input"),
+    "devices": ("disk", "interface", "filesystem", "graphics", "channel", "tpm", "hostdev", "input", "serial",
+                "console"),
     "cputune": ("vcpupin", "emulatorpin", "iothreadpin"),
     "os": ("boot",),
     "features": ("hyperv", "smm"),

@@ -75,6 +75,8 @@ FIELDS = {
         "choices": ("virtio", "qxl", "vga", "bochs", "none"),
         "required": False,
     },
+    "guest_agent": {"type": "bool", "elements": None, "default": True, "choices": None, "required": False},
+    "serial_console": {"type": "bool", "elements": None, "default": True, "choices": None, "required": False},
     "filesystems": {"type": "list", "elements": "dict", "default": [], "choices": None, "required": False},
     "windows": {"type": "bool", "elements": None, "default": False, "choices": None, "required": False},
     "cpu_pinning": {"type": "raw", "elements": None, "default": "none", "choices": None, "required": False},

@@ -12,9 +12,13 @@ version_added: 0.1.0
 description:
   - Reads what the host really has, from libvirt and the system, never from inventory variables -
     the host's threads, memory and VM storage; each guest's state, vCPUs, memory, disks, MACs and
-    addresses (DHCP lease or static reservation) and features (UEFI, Secure Boot, TPM 2.0, virtio
+    addresses (from the guest agent, else the DHCP lease, else the static reservation), guest agent
+    state and features (UEFI, Secure Boot, TPM 2.0, virtio
     disk, virtio network, SPICE, virtiofs, CPU pinning); the networks; the storage pools with
     their volumes and nodatacow state; the libvirt services.
+  - A guest's agent is asked only when libvirt reports its channel connected (the agent runs in the
+    guest), so a guest without an agent, or one still booting, is never waited for; an agent that
+    is connected but does not answer costs libvirt's agent timeout (5 seconds) at most.
   - C(playbooks/report.yml) renders it as markdown.
 author:
   - kvmlab developers (@kvmlab)
@@ -46,8 +50,9 @@ host:
   returned: always
   type: dict
 guests:
-  description: Per guest - name, state, autostart, virt_type, vcpus, memory_kib, disks, interfaces,
-    features and vcpupin.
+  description: Per guest - name, state, autostart, virt_type, vcpus, memory_kib, disks, interfaces
+    (mac, network, model, ip, ip_source - agent, lease or reservation), agent (none - no channel,
+    disconnected, answering or not answering), features and vcpupin.
   returned: always
   type: list
   elements: dict
@@ -124,8 +129,36 @@ def addresses(conn) -> tuple[dict, dict]:
     return leases, reserved
 
 
+AGENT_CHANNEL = "devices/channel/target[@name='org.qemu.guest_agent.0']"
+
+
+def agent_of(dom, live) -> tuple[str, dict]:
+    """The guest agent's state, and MAC -> IPv4 address as the agent reports them. libvirt marks
+    the channel state='connected' while the agent holds it open, so only then is it asked."""
+    channel = live.find(AGENT_CHANNEL)
+    if channel is None:
+        return "none", {}
+    if channel.get("state") != "connected":
+        return "disconnected", {}
+    try:
+        answer = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
+    except libvirt.libvirtError:
+        return "not answering", {}
+    found = {}
+    for iface in answer.values():
+        for entry in iface.get("addrs") or []:
+            try:
+                ip = ipaddress.ip_address(entry.get("addr"))
+            except ValueError:
+                continue
+            if ip.version == 4 and not (ip.is_loopback or ip.is_link_local) and iface.get("hwaddr"):
+                found.setdefault(iface["hwaddr"].lower(), str(ip))
+    return "answering", found
+
+
 def guest(conn, dom, leases: dict, reserved: dict) -> dict:
     live = ET.fromstring(dom.XMLDesc(0))
+    agent, from_agent = agent_of(dom, live)
     disks = []
     for disk in live.findall("devices/disk"):
         source = disk.find("source")
@@ -142,8 +175,9 @@ def guest(conn, dom, leases: dict, reserved: dict) -> dict:
     for nic in live.findall("devices/interface"):
         mac = nic.find("mac").get("address").lower()
         source = nic.find("source")
-        ip, origin = (leases[mac], "lease") if mac in leases else (reserved[mac], "reservation") \
-            if mac in reserved else (None, None)
+        origin = next((o for o, found in (("agent", from_agent), ("lease", leases), ("reservation", reserved))
+                       if mac in found), None)
+        ip = {"agent": from_agent, "lease": leases, "reservation": reserved}[origin][mac] if origin else None
         interfaces.append({"mac": mac, "network": source.get("network") if source is not None else None,
                            "model": (nic.find("model").get("type") if nic.find("model") is not None else None),
                            "ip": ip, "ip_source": origin})
@@ -152,7 +186,7 @@ def guest(conn, dom, leases: dict, reserved: dict) -> dict:
         "name": dom.name(), "state": STATES.get(state, str(state)), "autostart": bool(dom.autostart()),
         "virt_type": live.get("type"), "vcpus": int(live.findtext("vcpu") or 0),
         "memory_kib": int(live.findtext("memory") or 0), "disks": disks, "interfaces": interfaces,
-        "features": features(live),
+        "agent": agent, "features": features(live),
         "vcpupin": [{"vcpu": int(p.get("vcpu")), "cpuset": p.get("cpuset")} for p in live.findall("cputune/vcpupin")],
     }
 

@@ -46,8 +46,9 @@ description:
   - A new guest whose XML has no C(<uuid>) gets a deterministic one (a UUID5 of its name), so a
     guest undefined with O(state=absent) and defined again finds its libvirt-managed TPM state,
     which libvirt files by uuid, and its NVRAM again. An existing guest keeps its uuid.
-  - Lifecycle. C(running) starts the guest. C(shutdown) asks it to shut down (ACPI) and waits up
-    to O(shutdown_timeout) seconds; it is forced off only with O(force_stop), otherwise the module
+  - Lifecycle. C(running) starts the guest. C(shutdown) asks it to shut down (as libvirt does by default,
+    through its guest agent when one is connected, else the ACPI power button) and waits up to
+    O(shutdown_timeout) seconds; it is forced off only with O(force_stop), otherwise the module
     fails honestly. C(absent) stops it the same way and undefines it, keeping its disks, NVRAM
     and TPM state unless O(purge) is set.
   - A change to a running guest takes effect at its next boot. RV(restart_required) says so, and
@@ -484,8 +485,8 @@ def stop(module, dom, name: str, actions: list) -> None:
     if dom.isActive():
         if not module.params["force_stop"]:
             module.fail_json(
-                msg="guest %s did not shut down within %d s of the ACPI request (its OS ignores it, or has not "
-                    "booted). Shut it down from inside, raise shutdown_timeout, or set force_stop: true to "
+                msg="guest %s did not shut down within %d s of the shutdown request (guest agent or ACPI: its OS "
+                    "ignores it, or has not booted). Shut it down from inside, raise shutdown_timeout, or set force_stop: true to "
                     "force it off like pulling the plug." % (name, module.params["shutdown_timeout"]),
                 actions=actions, changed=len(actions) > 1)
         dom.destroy()

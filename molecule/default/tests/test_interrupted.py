@@ -5,15 +5,10 @@ The next run converges, and every guest's disk, NVRAM and TPM state hash as befo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
-import uuid
 from pathlib import Path
 
 import yaml
-from conftest import site_command
+from conftest import killed_run
 from guest_data import assert_kept, sums
 
 V = "virsh -c qemu:///system "
@@ -24,40 +19,6 @@ DATA = ("/mnt/vm/win11.qcow2", "/mnt/vm/win11_SECURE_VARS.fd", "/mnt/vm/tpm/tpm2
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2")
 STOP = ("for g in win11 arch kali; do " + V + "destroy $g; done; "
         "systemctl stop kvmlab-swtpm-win11.socket kvmlab-swtpm-win11.service; true")
-
-
-def reap(mark: str) -> None:
-    """Kill the processes a killed run left in sessions of their own (ansible-playbook daemonises
-    a helper that would otherwise wait forever on a pipe to the dead run)."""
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if ("KVMLAB_KILLED_RUN=%s" % mark).encode() in environ.read_bytes().split(b"\0"):
-                os.kill(int(environ.parent.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
-
-
-def killed_run(extra: tuple, header: str, then: str | None = None, seconds: int = 300) -> str:
-    """Run the site and SIGKILL ansible-playbook (and its SSH children) once its output shows the
-    task `header` and then, if given, a line with `then`. Returns the output up to there."""
-    mark = "kvmlab-killed-%s" % uuid.uuid4().hex
-    # PYTHONUNBUFFERED: each line as it happens; the mark finds what the run left behind.
-    command, env = site_command(*extra, env={"PYTHONUNBUFFERED": "1", "KVMLAB_KILLED_RUN": mark})
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    seen, lines, deadline = False, [], time.monotonic() + seconds
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        seen = seen or header in line
-        if (seen and (then is None or then in line)) or time.monotonic() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    reap(mark)
-    out = "".join(lines)
-    assert seen and (then is None or then in lines[-1]), out
-    return out
 
 
 def test_killed_while_converging_the_guests(host, site, summary):

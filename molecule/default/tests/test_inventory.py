@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import hypervisor_vars
 
 ROOT = Path(__file__).resolve().parents[3]
 V = "virsh -c qemu:///system "
@@ -20,24 +21,6 @@ GUESTS = ("win11", "arch", "kali")
 # virsh domstate's words, as libvirt's state names (community.libvirt's info.state).
 STATES = {"no state": "nostate", "running": "running", "idle": "blocked", "paused": "paused",
           "in shutdown": "shutdown", "shut off": "shutoff", "crashed": "crashed", "pmsuspended": "pmsuspended"}
-
-
-def hypervisor_vars() -> dict:
-    """The connection variables of the scenario's one host, wherever its inventory puts them
-    (Molecule's file: all.hosts; a hand-written inventory directory: under a group)."""
-    def walk(group):
-        for host_vars in (group.get("hosts") or {}).values():
-            if host_vars and "ansible_port" in host_vars:
-                yield host_vars
-        for child in (group.get("children") or {}).values():
-            yield from walk(child or {})
-
-    path = Path(os.environ["MOLECULE_INVENTORY_FILE"])
-    for file in sorted(path.glob("*.yml")) if path.is_dir() else [path]:
-        inventory = yaml.safe_load(file.read_text()) or {}
-        for host_vars in walk(inventory.get("all") or {}):
-            return host_vars
-    raise AssertionError("no host with ansible_port in %s" % path)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ NETWORK = """<network><name>default</name><ip address='192.168.122.1' prefix='24
 
 
 class FakeDomain:
-    def __init__(self, name, uuid, state, xml):
-        self._name, self._uuid, self._state, self._xml = name, uuid, state, xml
+    def __init__(self, name, uuid, state, xml, agent=None):
+        self._name, self._uuid, self._state, self._xml, self._agent = name, uuid, state, xml, agent
 
     def name(self):
         return self._name
@@ -40,7 +40,9 @@ class FakeDomain:
         raise libvirt.libvirtError("Guest agent is not responding")
 
     def interfaceAddresses(self, source):
-        raise libvirt.libvirtError("Guest agent is not responding")
+        if self._agent is None:
+            raise libvirt.libvirtError("Guest agent is not responding")
+        return self._agent
 
 
 class FakeNetwork:
@@ -69,6 +71,11 @@ class FakeConnection:
                                      extra="<interface type='user'><mac address='52:54:00:00:00:03'/></interface>")),
             FakeDomain("kali", "5abcc79e-0000-0000-0000-000000000003", 1,
                        DOMAIN.format(name="kali", uuid="u3", cputune="", mac="52:54:00:00:00:04", extra="")),
+            # A booted guest whose agent answers: its address, though the network has none for it.
+            FakeDomain("deb", "5abcc79e-0000-0000-0000-000000000004", 1,
+                       DOMAIN.format(name="deb", uuid="u4", cputune="", mac="52:54:00:00:00:05", extra=""),
+                       agent={"enp1s0": {"hwaddr": "52:54:00:00:00:05",
+                                         "addrs": [{"addr": "192.168.122.201", "prefix": 24, "type": 0}]}}),
         ]
 
     def getType(self):
@@ -142,8 +149,8 @@ def test_groups_and_addresses(parse, tmp_path):
     data, uris = parse()
     # One connection for community.libvirt's listing, one for the networks.
     assert uris == ["qemu+ssh://root@hv/system?keyfile=%s/key" % tmp_path] * 2
-    assert members(data, "guests") == ["arch", "kali", "win11"]
-    assert members(data, "guests_running") == ["kali", "win11"]
+    assert members(data, "guests") == ["arch", "deb", "kali", "win11"]
+    assert members(data, "guests_running") == ["deb", "kali", "win11"]
     assert members(data, "guests_shutoff") == ["arch"]
     assert members(data, "guests_pinned") == ["win11"]
     assert members(data, "hypervisors") == ["hv"]
@@ -157,7 +164,7 @@ def test_groups_and_addresses(parse, tmp_path):
     assert win11["ansible_host"] == "192.168.122.136"
     assert win11["libvirt_interfaces"] == [{
         "mac": "52:54:00:ab:93:44", "type": "network", "network": "default", "bridge": "virbr0",
-        "lease": [], "reservation": ["192.168.122.136"], "addresses": ["192.168.122.136"]}]
+        "agent": [], "lease": [], "reservation": ["192.168.122.136"], "addresses": ["192.168.122.136"]}]
     # A lease (IPv4 first); a user-mode interface has none.
     arch = hostvars(data, "arch")
     assert arch["libvirt_macs"] == ["52:54:00:00:00:02", "52:54:00:00:00:03"]
@@ -167,6 +174,9 @@ def test_groups_and_addresses(parse, tmp_path):
     # Neither: no ansible_host, and the composed one is skipped without an error.
     kali = hostvars(data, "kali")
     assert kali["libvirt_addresses"] == [] and "ansible_host" not in kali
+    deb = hostvars(data, "deb")
+    assert deb["libvirt_addresses"] == ["192.168.122.201"] and deb["libvirt_interfaces"][0]["agent"] == deb[
+        "libvirt_addresses"]
 
 
 def test_strict_compose_sees_the_added_variables(parse):
@@ -196,3 +206,27 @@ def test_reservations_and_interfaces():
     assert interfaces == [{"mac": "52:54:00:aa:00:01", "type": "bridge", "network": None, "bridge": "br0"}]
     # An interface on a bridge, not a libvirt network, is looked up in every network.
     assert plugin.add_addresses(interfaces, {}, {"a": {}, "b": {"52:54:00:aa:00:01": ["10.0.0.5"]}}) == ["10.0.0.5"]
+
+
+def test_agent_addresses_come_first():
+    answer = {
+        "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": [{"addr": "127.0.0.1", "prefix": 8, "type": 0}]},
+        "enp1s0": {"hwaddr": "52:54:00:AB:93:44", "addrs": [
+            {"addr": "fe80::5054:ff:feab:9344", "prefix": 64, "type": 1},
+            {"addr": "192.168.122.136", "prefix": 24, "type": 0},
+            {"addr": "not an address", "prefix": 24, "type": 0}]},
+        "broken": "x",
+    }
+    agent = plugin.agent_addresses_of(answer)
+    assert agent == {"52:54:00:ab:93:44": ["192.168.122.136"]}
+    # Without an answering agent (community.libvirt's {"error": ...}, or nothing): none.
+    assert plugin.agent_addresses_of({"error": "Guest agent is not responding"}) == {}
+    assert plugin.agent_addresses_of("") == {}
+    interfaces = plugin.interfaces_of(DOMAIN.format(name="w", uuid="u", cputune="", mac="52:54:00:ab:93:44", extra=""))
+    leases = {"52:54:00:ab:93:44": ["192.168.122.77"]}
+    reservations = {"default": {"52:54:00:ab:93:44": ["192.168.122.136"]}}
+    assert plugin.add_addresses(interfaces, leases, reservations, {"52:54:00:ab:93:44": ["192.168.122.99"]}) \
+        == ["192.168.122.99"]
+    assert interfaces[0]["agent"] == ["192.168.122.99"] and interfaces[0]["lease"] == ["192.168.122.77"]
+    assert plugin.add_addresses(interfaces, leases, reservations, {}) == ["192.168.122.77"]
+    assert plugin.add_addresses(interfaces, {}, reservations) == ["192.168.122.136"]

@@ -71,9 +71,12 @@ def test_only_owned_parts_change_and_the_mac_and_disk_are_kept(current):
     assert nic.find("mac").get("address") == "52:54:00:3c:5e:7a" and nic.find("model").get("type") == "virtio"
     assert [d.get("file") for d in merged.findall("devices/disk/source")] == ["/var/lib/libvirt/images/adopted.qcow2"]
     assert merged.findtext("uuid") == before.findtext("uuid")
-    # What the spec does not own is canonically the same: controllers, console, sound, redirdevs.
-    for path in ("devices/controller", "devices/console", "devices/sound", "devices/redirdev", "pm"):
+    # What the spec does not own is canonically the same: controllers, sound, redirdevs.
+    for path in ("devices/controller", "devices/sound", "devices/redirdev", "pm"):
         assert [dx.canonical(e) for e in merged.findall(path)] == [dx.canonical(e) for e in before.findall(path)], path
+    # The console is the spec's: virt-install's target-less one becomes the serial port's.
+    assert [dx.canonical(e) for e in merged.findall("devices/console")] == \
+        ['<console type="pty"><target port="0" type="serial"></target></console>']
 
 
 def test_a_second_pass_changes_nothing(current):

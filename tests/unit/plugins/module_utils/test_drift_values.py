@@ -13,26 +13,21 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
 from drift_values import drifted_values, mutate
 
-ROOT = Path(__file__).resolve().parents[4]
+from .test_guest import demo
+
 FIXTURES = Path(__file__).parent / "fixtures" / "domain"
 CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
 POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "default", "path": "/var/lib/libvirt/images"}]
 
 
 def demo_xml(vm: str) -> str:
-    defaults = yaml.safe_load((ROOT / "roles" / ("vm_" + vm) / "defaults" / "main.yml").read_text())
-    spec = defaults["vm_%s_guest" % vm]
-    if vm == "kali":
-        spec = yaml.safe_load(yaml.safe_dump(spec).replace("{{ vm_kali_release }}", defaults["vm_kali_release"]))
-    overrides = yaml.safe_load((ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text())["guest_overrides"]
     topology = read_topology(str(CI_2CPU / "cpu"), str(CI_2CPU / "node"), "/nonexistent", "/nonexistent")
-    guests, errors = resolve([dict(spec, **overrides.get(vm, {}))], {"pools": POOLS, "topology": topology})
+    guests, errors = resolve([demo(vm)], {"pools": POOLS, "topology": topology})
     assert errors == []
     root = ET.fromstring(guests[0]["xml"])
     for disk in root.findall("devices/disk[@device='cdrom']"):  # the demo host has no ISOs

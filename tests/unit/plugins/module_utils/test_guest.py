@@ -35,7 +35,10 @@ def spec_of(vm: str) -> dict:
 
 
 def demo(vm: str) -> dict:
-    overrides = yaml.safe_load((ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text())["guest_overrides"]
+    """A seed guest with the demo inventory's overrides, as the scenarios default and debian13
+    resolve them (demo_guest_os_enabled false: the disks have no source)."""
+    text = (ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text()
+    overrides = yaml.safe_load(text.replace('"{{ demo_guest_os }}"', "null"))["guest_overrides"]
     return dict(spec_of(vm), **overrides.get(vm, {}))
 
 
