@@ -19,6 +19,7 @@ import pytest
 import yaml
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from demo_site import demo_overrides
 from drift_values import drifted_values, mutate
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +29,6 @@ GUESTS = ("win11", "arch", "kali")
 
 def demo_desired(host) -> dict:
     """Each demo guest's domain XML as the site builds it, from this host's topology."""
-    demo = yaml.safe_load((ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text())
     pools = yaml.safe_load((ROOT / "roles/storage/defaults/main.yml").read_text())["storage_pools"]
     topology = host.ansible("kvmlab.hypervisor.cpu_topology", "", check=False)["ansible_facts"]["kvmlab_cpu_topology"]
     specs = []
@@ -38,7 +38,7 @@ def demo_desired(host) -> dict:
         if "vm_kali_release" in defaults:
             text = text.replace("{{ vm_kali_release }}", defaults["vm_kali_release"])
         specs.append(yaml.safe_load(text))
-    guests, errors = resolve(specs, {"overrides": demo["guest_overrides"], "pools": pools, "topology": topology})
+    guests, errors = resolve(specs, {"overrides": demo_overrides(), "pools": pools, "topology": topology})
     assert errors == []
     out = {}
     for g in guests:

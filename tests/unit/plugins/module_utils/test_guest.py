@@ -19,6 +19,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import COMPRESSIONS, SOURCE_KEYS
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from demo_site import demo_overrides
 
 from . import sysfs
 
@@ -37,9 +38,7 @@ def spec_of(vm: str) -> dict:
 def demo(vm: str) -> dict:
     """A seed guest with the demo inventory's overrides, as the scenarios default and debian13
     resolve them (demo_guest_os_enabled false: the disks have no source)."""
-    text = (ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text()
-    overrides = yaml.safe_load(text.replace('"{{ demo_guest_os }}"', "null"))["guest_overrides"]
-    return dict(spec_of(vm), **overrides.get(vm, {}))
+    return dict(spec_of(vm), **demo_overrides().get(vm, {}))
 
 
 CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
