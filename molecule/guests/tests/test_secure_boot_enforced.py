@@ -18,8 +18,8 @@ UEFI = {"name": NAME, "memory": "1G", "vcpus": 1, "firmware": "uefi", "secure_bo
         "interfaces": [{"network": "default"}]}
 BIOS = dict(UEFI, firmware="bios", secure_boot=False, enrolled_keys=False, virt_type="kvm", cpu_mode="custom",
             cpu_model="Nehalem", interfaces=[{"network": "default", "boot_rom": False}])
-ESP = ("esp=$(blkid -t TYPE=vfat -o device | head -n1); mkdir -p /run/esp; "
-       "mountpoint -q /run/esp || mount \"$esp\" /run/esp; cd /run/esp/EFI/BOOT; ")
+# The guest OS mounts its ESP at /boot/efi (on first access).
+ESP = "cd /boot/efi/EFI/BOOT && "
 
 
 def test_unsigned_loader_refused_then_signed_boots_again(guests, guest, host):
@@ -33,8 +33,8 @@ def test_unsigned_loader_refused_then_signed_boots_again(guests, guest, host):
         assert guests.sh(NAME, "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-*").split()[-1] == "1"
 
         # The unsigned build of the same shim in place of the signed one.
-        guests.sh(NAME, ESP + "cp BOOTX64.EFI /run/esp/signed-shim.efi && cp /usr/lib/shim/shimx64.efi BOOTX64.EFI"
-                        " && cd / && sync && umount /run/esp")
+        guests.sh(NAME, ESP + "cp BOOTX64.EFI ../../signed-shim.efi && cp /usr/lib/shim/shimx64.efi BOOTX64.EFI"
+                        " && sync")
         host.run_test(V + "shutdown --mode acpi " + NAME)
         guests.wait_state(NAME, "shut off", 120)
         seen = len(guests.console(NAME))
@@ -52,8 +52,7 @@ def test_unsigned_loader_refused_then_signed_boots_again(guests, guest, host):
         run = guest(dict(BIOS, disks=[disk], reset_nvram=True))
         assert run.rc == 0, run
         guests.wait([NAME], 180)
-        guests.sh(NAME, ESP + "cp /run/esp/signed-shim.efi BOOTX64.EFI && rm /run/esp/signed-shim.efi"
-                        " && cd / && sync && umount /run/esp")
+        guests.sh(NAME, ESP + "cp ../../signed-shim.efi BOOTX64.EFI && rm ../../signed-shim.efi && sync")
         host.run_test(V + "shutdown --mode acpi " + NAME)
         guests.wait_state(NAME, "shut off", 120)
 
