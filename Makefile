@@ -23,10 +23,12 @@ export ANSIBLE_FORCE_COLOR := 1
 export KVMLAB_DEMO_PORT := $(DEMO_PORT)
 
 # libvirt-dev, pkg-config, gcc and python3-dev: pip builds libvirt-python (requirements.txt) from them.
+# mtools, dosfstools, syslinux, syslinux-common, fdisk, e2fsprogs: tools/harness guest-os writes
+# the guest disk's partitions, ESP and root filesystem without mounting anything.
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full \
-  libvirt-dev pkg-config gcc python3-dev
+  libvirt-dev pkg-config gcc python3-dev mtools dosfstools syslinux syslinux-common fdisk e2fsprogs
 
-.PHONY: help deps venv image demo demo-destroy new-vm bench schema test lint sanity unit ee molecule clean
+.PHONY: help deps venv image guest-os demo demo-destroy new-vm bench schema test lint sanity unit ee molecule clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -49,7 +51,12 @@ venv: deps $(VENV)/.installed
 image: deps
 	tools/harness image >/dev/null
 
-demo: venv image
+# The guest OS disk the test hosts boot their guests from (cached by recipe): a small Debian 12,
+# UEFI Secure Boot and BIOS, in $(KVMLAB_CACHE)/guest-os (default /var/cache/kvmlab/guest-os).
+guest-os: deps
+	tools/harness guest-os
+
+demo: venv image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
 	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \

@@ -15,7 +15,8 @@ drift. The rules:
   (OWNED: disks, interfaces, filesystems, graphics, channels, serial ports, consoles, TPMs,
   hostdevs and inputs under <devices>; the pins under <cputune>; the boot order under <os>;
   Hyper-V enlightenments and SMM under <features>; timers under <clock>; a console's <listen>s;
-  <memoryBacking> and <iothreads>; a disk driver's iothread attribute): one the spec no longer lists is a difference, and `merge` removes it;
+  <memoryBacking> and <iothreads>; a disk driver's iothread attribute): one the spec no longer
+  lists is a difference, and `merge` removes it;
 - an empty desired element (such as a <cputune/> without pins) that libvirt dropped is not a
   difference;
 - `merge` builds the XML to define from libvirt's, applying the desired parts, so that uuid,

@@ -486,8 +486,9 @@ def stop(module, dom, name: str, actions: list) -> None:
         if not module.params["force_stop"]:
             module.fail_json(
                 msg="guest %s did not shut down within %d s of the shutdown request (guest agent or ACPI: its OS "
-                    "ignores it, or has not booted). Shut it down from inside, raise shutdown_timeout, or set force_stop: true to "
-                    "force it off like pulling the plug." % (name, module.params["shutdown_timeout"]),
+                    "ignores it, or has not booted). Shut it down from inside, raise shutdown_timeout, or "
+                    "set force_stop: true to force it off like pulling the plug."
+                    % (name, module.params["shutdown_timeout"]),
                 actions=actions, changed=len(actions) > 1)
         dom.destroy()
         actions.append("force_stop")

@@ -94,7 +94,7 @@ def test_win11_mac_and_reserved_address(host, listed):
     leases = host.check_output(V + "net-dhcp-leases default --mac " + mac)
     if "ipv4" not in leases:  # not booted (the demo's guests have no OS): the reservation
         assert win11["libvirt_addresses"] == reserved
-        assert win11["ansible_host"] == "192.168.122.136"
+        assert win11["guest_address"] == "192.168.122.136"
     assert win11["libvirt_interfaces"][0]["reservation"] == reserved
     assert win11["libvirt_interfaces"][0]["network"] == "default"
 
