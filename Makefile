@@ -56,7 +56,7 @@ image: deps
 guest-os: deps
 	tools/harness guest-os
 
-demo: venv image guest-os
+demo: venv image
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
 	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \
