@@ -138,7 +138,7 @@ def agent_addresses_of(interface_addresses) -> dict[str, list[str]]:
             continue
         for entry in iface.get("addrs") or []:
             try:
-                ip = ipaddress.ip_address(str(entry.get("addr")).split("%")[0])
+                ip = ipaddress.ip_address(str(entry.get("addr")).split("%", maxsplit=1)[0])
             except (AttributeError, ValueError):
                 continue
             if not (ip.is_loopback or ip.is_link_local):

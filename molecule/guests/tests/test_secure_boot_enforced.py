@@ -33,8 +33,8 @@ def test_unsigned_loader_refused_then_signed_boots_again(guests, guest, host):
         assert guests.sh(NAME, "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-*").split()[-1] == "1"
 
         # The unsigned build of the same shim in place of the signed one.
-        guests.sh(NAME, ESP + "cp BOOTX64.EFI ../../signed-shim.efi && cp /usr/lib/shim/shimx64.efi BOOTX64.EFI"
-                        " && sync")
+        swap = "cp BOOTX64.EFI ../../signed-shim.efi && cp /usr/lib/shim/shimx64.efi BOOTX64.EFI && sync"
+        guests.sh(NAME, ESP + swap)
         host.run_test(V + "shutdown --mode acpi " + NAME)
         guests.wait_state(NAME, "shut off", 120)
         seen = len(guests.console(NAME))

@@ -19,8 +19,8 @@ TIMEOUT = 90
 
 def test_state_shutdown_powers_a_running_guest_off(guests, host, site):
     guests.wait(["kali"])
-    off = ("-e", json.dumps({"guest_overrides": dict(DEMO, kali=dict(DEMO["kali"], state="shutdown",
-                                                                       shutdown_timeout=TIMEOUT))}))
+    kali = dict(DEMO["kali"], state="shutdown", shutdown_timeout=TIMEOUT)
+    off = ("-e", json.dumps({"guest_overrides": dict(DEMO, kali=kali)}))
     start = time.monotonic()
     run = site(*off)
     took = time.monotonic() - start
