@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 DEMO ?= kvmlab-demo
 DEMO_PORT ?= 22220
-SCENARIOS ?= default debian13
+SCENARIOS ?= default debian13 guests
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
@@ -56,7 +56,7 @@ image: deps
 guest-os: deps
 	tools/harness guest-os
 
-demo: venv image
+demo: venv image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
 	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \
@@ -73,10 +73,12 @@ new-vm: venv
 # second container at BENCH_PORT: medians of BENCH_RUNS runs, written to docs/BENCHMARKS.md.
 BENCH_PORT ?= 22230
 BENCH_RUNS ?= 3
+# BENCH_ARGS=--boot also times the three guests' boot (the demo's guests run the guest OS).
+BENCH_ARGS ?=
 bench: venv image
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml >/dev/null
-	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS)
+	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS) $(BENCH_ARGS)
 
 # The guest spec is defined once, in roles/guest/meta/argument_specs.yml; this writes its fields,
 # types, defaults and choices to plugins/module_utils/guest_schema.py (a unit test checks it is current).
@@ -127,7 +129,7 @@ ee: venv
 	grep -q 'ansible-galaxy collection install' $(EE_CONTEXT)/Containerfile
 	@echo "EE context OK: $(EE_CONTEXT)/Containerfile"
 
-molecule: venv image
+molecule: venv image guest-os
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
 
 clean:

@@ -123,9 +123,11 @@ def guest():
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def guests(host):
-    """The demo's three guests booted into the guest OS (scenario guests): every agent answers."""
+    """The demo's three guests booted into the guest OS (scenario guests): every agent answers
+    (they boot once, with the converge; each test module waits for their agents again, which
+    costs a ping each when they are up)."""
     g = Guests(host)
     g.wait(GUESTS)
     return g

@@ -84,6 +84,10 @@ def _files(g: dict) -> list[tuple]:
     out = [("disk", d["path"], "disks[%d]" % i) for i, d in enumerate(g["disks"]) if d.get("path")]
     if g["firmware"] == "uefi":
         out.append(("NVRAM file", g["nvram"] or "%s/%s_VARS.fd" % (NVRAM_DIR, g["name"]), "nvram"))
+    else:
+        # libvirt's NVRAM file of a guest by this name (left from a UEFI past: a switch to BIOS
+        # with reset_nvram backs it up, purge deletes it, as `virsh undefine --nvram` would).
+        out.append(("NVRAM file", "%s/%s_VARS.fd" % (NVRAM_DIR, g["name"]), "firmware"))
     if g["tpm"] == "external":
         out.append(("TPM socket", g["tpm_socket"], "tpm_socket"))
         out.append(("TPM state directory", g["tpm_state_dir"], "tpm_state_dir"))

@@ -52,7 +52,7 @@ host:
 guests:
   description: Per guest - name, state, autostart, virt_type, vcpus, memory_kib, disks, interfaces
     (mac, network, model, ip, ip_source - agent, lease or reservation), agent (none - no channel,
-    disconnected, answering or not answering), features and vcpupin.
+    disconnected, answering, not answering, or not asked on a read-only connection), features and vcpupin.
   returned: always
   type: list
   elements: dict
@@ -142,7 +142,9 @@ def agent_of(dom, live) -> tuple[str, dict]:
         return "disconnected", {}
     try:
         answer = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
-    except libvirt.libvirtError:
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_DENIED:
+            return "not asked (read-only connection)", {}
         return "not answering", {}
     found = {}
     for iface in answer.values():
@@ -269,10 +271,15 @@ def main() -> None:
     )
     if libvirt is None:
         module.fail_json(msg="libvirt's Python binding is not installed; converge the host first (site.yml).")
+    # Read-write when allowed: libvirt asks a guest agent for nothing on a read-only connection
+    # ("read only access prevents virDomainInterfaceAddresses"). Nothing here writes.
     try:
-        conn = libvirt.openReadOnly(module.params["uri"])
-    except libvirt.libvirtError as exc:
-        module.fail_json(msg="cannot connect to libvirt at %s: %s" % (module.params["uri"], exc))
+        conn = libvirt.open(module.params["uri"])
+    except libvirt.libvirtError:
+        try:
+            conn = libvirt.openReadOnly(module.params["uri"])
+        except libvirt.libvirtError as exc:
+            module.fail_json(msg="cannot connect to libvirt at %s: %s" % (module.params["uri"], exc))
     leases, reserved = addresses(conn)
     path = module.params["storage_path"]
     try:

@@ -34,7 +34,7 @@ sync
 def read_back(guests) -> dict:
     return {
         "tpm": guests.sh("win11", "tpm2_nvread -C o -s %d %s" % (len(NV_SECRET), NV_INDEX)),
-        "efi": guests.sh("win11", "tail -c +5 /sys/firmware/efi/efivars/" + EFI_VAR),
+        "efi": guests.sh("win11", "cat /sys/firmware/efi/efivars/%s | tail -c +5" % EFI_VAR),  # efivarfs: no seek
         "file": guests.sh("win11", "cat " + FILE),
     }
 

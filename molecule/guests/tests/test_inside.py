@@ -148,10 +148,14 @@ def test_arch_has_secure_boot_and_no_tpm(guests):
     assert guests.sh("arch", "ls /sys/class/tpm 2>/dev/null | wc -l").strip() == "0"
 
 
-def test_kali_boots_by_bios_under_kvm(guests):
+def test_kali_boots_by_bios_under_the_virt_type_libvirt_gave_it(guests):
+    """kali boots by BIOS. Under KVM on a real host; here under TCG, like the UEFI guests: a BIOS
+    guest that boots an OS stops under KVM on these nested-PVM machines (README, Tests). What
+    the guest detects must be what libvirt runs it with, for each guest."""
     xml = guests.xml("kali")
-    assert xml.get("type") == "kvm" and xml.find("os/loader") is None
+    assert xml.find("os/loader") is None and xml.find("os/nvram") is None
     assert guests.sh("kali", "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "bios"
-    assert guests.sh("kali", "systemd-detect-virt", ok=False).strip() == "kvm"
-    # The UEFI guests run under TCG here (see the README): QEMU's emulation, not KVM.
-    assert guests.sh("arch", "systemd-detect-virt", ok=False).strip() == "qemu"
+    assert guests.sh("win11", "test -d /sys/firmware/efi && echo uefi || echo bios").strip() == "uefi"
+    for name in ("win11", "arch", "kali"):
+        detected = guests.sh(name, "systemd-detect-virt", ok=False).strip()
+        assert detected == guests.xml(name).get("type"), (name, detected)

@@ -344,3 +344,17 @@ def test_the_swtpm_socket_group_cannot_change_the_unit(group):
     errors = errors_of([small("q", tpm="external")], swtpm_group=group)
     expected = "guest_spec[q]: guest_swtpm_socket_group: %r is not a group name" % group
     assert len(errors) == 1 and errors[0].startswith(expected), errors
+
+
+def test_each_guest_owns_libvirts_nvram_file_of_its_name():
+    """What purge may delete and reset_nvram replace: its disks and its NVRAM file; a BIOS guest
+    too owns the NVRAM file libvirt keeps for its name (left from a UEFI past, which a switch to
+    BIOS with reset_nvram backs up), and no other guest's."""
+    guests, errors = resolve([small("a"), small("b", firmware="uefi"), small("c", firmware="uefi",
+                                                                           nvram="/mnt/vm/c_VARS.fd")],
+                             {"pools": POOLS})
+    assert errors == []
+    assert {g["name"]: g["owned_paths"] for g in guests} == {
+        "a": ["/mnt/vm/a.qcow2", "/var/lib/libvirt/qemu/nvram/a_VARS.fd"],
+        "b": ["/mnt/vm/b.qcow2", "/var/lib/libvirt/qemu/nvram/b_VARS.fd"],
+        "c": ["/mnt/vm/c.qcow2", "/mnt/vm/c_VARS.fd"]}
