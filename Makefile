@@ -60,7 +60,7 @@ demo: venv image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
 	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \
-	  playbooks/report.yml >/dev/null
+	  -e report_agent_wait=300 playbooks/report.yml >/dev/null
 	@echo; cat reports/$(DEMO).md
 
 # A new guest as its own role, from tools/vm-skeleton: make new-vm NAME=fedora [ROLES=roles]

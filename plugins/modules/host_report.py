@@ -30,6 +30,15 @@ options:
     description: The VM storage whose size and free space the report shows.
     type: path
     default: /mnt/vm
+  agent_wait:
+    description:
+      - Seconds to wait, at most, for the guest agents of the running guests that have an agent
+        channel to answer (guests that are booting, such as right after a converge), so that the
+        report shows the addresses the guests have. A guest without an agent channel is never
+        waited for. When the time passes, the report is read as it is, with a warning naming the
+        guests whose agents did not answer. 0 does not wait.
+    type: int
+    default: 0
   units:
     description: systemd units for the services table; C(kvmlab-swtpm-*) units are added.
     type: list
@@ -76,6 +85,7 @@ services:
 import ipaddress
 import os
 import socket
+import time
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
@@ -156,6 +166,22 @@ def agent_of(dom, live) -> tuple[str, dict]:
             if ip.version == 4 and not (ip.is_loopback or ip.is_link_local) and iface.get("hwaddr"):
                 found.setdefault(iface["hwaddr"].lower(), str(ip))
     return "answering", found
+
+
+def wait_for_agents(module, domains: list, seconds: int) -> None:
+    """Wait up to `seconds` for the agents of the running guests that have an agent channel."""
+    if seconds <= 0:
+        return
+    deadline = time.monotonic() + seconds
+    waiting = [d for d in domains if d.isActive() and ET.fromstring(d.XMLDesc(0)).find(AGENT_CHANNEL) is not None]
+    while waiting:
+        waiting = [d for d in waiting if d.isActive() and agent_of(d, ET.fromstring(d.XMLDesc(0)))[0] != "answering"]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(min(2, max(0.1, deadline - time.monotonic())))
+    if waiting:
+        module.warn("the guest agents of %s did not answer within %d seconds (agent_wait); the report shows "
+                    "them as they are." % (", ".join(d.name() for d in waiting), seconds))
 
 
 def guest(conn, dom, leases: dict, reserved: dict) -> dict:
@@ -262,6 +288,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "storage_path": {"type": "path", "default": "/mnt/vm"},
+            "agent_wait": {"type": "int", "default": 0},
             "units": {"type": "list", "elements": "str", "default": [
                 "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
                 "virtlogd.socket", "virtlockd.socket"]},
@@ -291,6 +318,7 @@ def main() -> None:
     host = {"hostname": socket.gethostname(), "threads": os.cpu_count() or info[2], "memory_kib": memory_kib(),
             "storage": storage, "libvirt": version(conn.getLibVersion()), "qemu": version(conn.getVersion())}
     domains = sorted(conn.listAllDomains(), key=lambda d: d.name())
+    wait_for_agents(module, domains, module.params["agent_wait"])
     module.exit_json(changed=False, host=host, guests=[guest(conn, d, leases, reserved) for d in domains],
                      networks=networks(conn), pools=pools(conn), services=services(module, module.params["units"]))
 
