@@ -146,6 +146,7 @@ SUBFIELDS = {
             "required": False,
         },
         "timeout": {"type": "int", "elements": None, "default": 60, "choices": None, "required": False},
+        "deadline": {"type": "int", "elements": None, "default": 3600, "choices": None, "required": False},
     },
     "cdroms": {
         "path": {"type": "path", "elements": None, "default": None, "choices": None, "required": True},

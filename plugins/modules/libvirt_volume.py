@@ -22,6 +22,21 @@ description:
     O(volumes[].capacity) with C(qemu-img), and only then moved into place; the pool is rescanned
     so libvirt sees it. On any failure nothing is left behind. An existing volume ignores its
     source entirely (nothing is downloaded or checked).
+  - A source is bounded in bytes and time. Nothing written (download or decompressed image) grows
+    past the volume's capacity plus 1/256 and 64 MiB (room for qcow2 metadata); a larger known size
+    (Content-Length, the local file's size, the stated size of the image in a 7z archive) is
+    refused before anything is written; the pool's filesystem keeps 1 GiB free (a twentieth of a
+    smaller one) for the other disks, checked before and while writing.
+    O(volumes[].source.timeout) bounds each wait for the server, O(volumes[].source.deadline)
+    the whole preparation, C(qemu-img) and C(7z) included.
+  - The temporary files are C(.<volume name>.<8 characters>.download.part) and C(.image.part) in
+    the pool's directory, each locked (flock) by the run that writes it. A run killed meanwhile
+    leaves them behind; the next run for that volume removes the unlocked ones, reports them in
+    RV(removed_partial) and warns (check mode reports them only).
+  - Redirects are followed to C(http) and C(https) only (at most 10); the body is taken as served
+    (a C(Content-Encoding) is not undone, as the checksum is of the file as published). A URL's user
+    and password are redacted in every result, diff, warning and error. An encrypted image, and a
+    path that is not a regular file (a device or FIFO), are refused.
   - It also makes the guests' missing directories (O(directories), such as virtiofs shares), so
     one call prepares all guests' storage. An existing directory keeps its owner and mode.
 author:
@@ -113,6 +128,12 @@ options:
             description: Seconds the download may wait for the server at each step.
             type: int
             default: 60
+          deadline:
+            description:
+              - Seconds the whole preparation may take - download, decompression and C(qemu-img)
+                together. When it passes, the task fails naming the volume and nothing is kept.
+            type: int
+            default: 3600
   directories:
     description:
       - Absolute paths of directories to make, with their parents, when missing (mode 0755, owned
@@ -164,6 +185,12 @@ sources:
   returned: always
   type: dict
   sample: {vm/arch.qcow2: {source: /mnt/vm/iso/arch.qcow2, checksum: "sha256:0123...", compression: none}}
+removed_partial:
+  description:
+    - The temporary files of killed runs removed (or that would be, in check mode), per volume.
+  returned: always
+  type: dict
+  sample: {vm/arch.qcow2: [/mnt/vm/.arch.qcow2.k3j_x9aq.download.part]}
 paths:
   description: The path of each listed volume that exists (or would, in check mode).
   returned: always
@@ -308,11 +335,33 @@ def plan_volumes(module: AnsibleModule) -> list:
     return plans
 
 
+def remove_stale_parts(module: AnsibleModule, plans: list, result: dict) -> None:
+    """The temporary files that killed runs left for the volumes with a source (image.stale_parts)."""
+    for spec, key, _capacity, pool, _vol, _current, _planned, _problem in plans:
+        if spec.get("source") is None or pool is None:
+            continue
+        directory = os.path.dirname(predicted_path(pool, spec))
+        try:
+            removed = image.stale_parts(directory, spec["name"], remove=not module.check_mode)
+        except OSError as exc:
+            module.fail_json(msg="volumes[%s]: cannot remove the partial files of an interrupted run in %s: %s"
+                             % (key, directory, exc), **result)
+        if removed:
+            result["changed"] = True
+            result["removed_partial"][key] = removed
+            result["diff"]["before"].setdefault(key, {})["partial_files"] = removed
+            result["diff"]["after"].setdefault(key, {})["partial_files"] = []
+            module.warn("volumes[%s]: %s the partial files an interrupted run left: %s" % (
+                key, "would remove" if module.check_mode else "removed", ", ".join(removed)))
+
+
 def core(module: AnsibleModule) -> dict:
     missing, result = directories(module)
     result["sources"] = {}
+    result["removed_partial"] = {}
     plans = plan_volumes(module)
     make_directories(module, missing)
+    remove_stale_parts(module, plans, result)
     for spec, key, capacity, pool, vol, current, planned, problem in plans:
         if problem:
             module.warn(problem[1])
@@ -323,8 +372,9 @@ def core(module: AnsibleModule) -> dict:
         result["changed"] = True
         action = "create_from_source" if planned == "create" and spec.get("source") else planned
         result["actions"][key] = action
-        result["diff"]["before"][key] = {"capacity": current["capacity"]} if current else {"exists": False}
-        result["diff"]["after"][key] = {"capacity": capacity, "format": spec["format"]}
+        result["diff"]["before"].setdefault(key, {}).update(
+            {"capacity": current["capacity"]} if current else {"exists": False})
+        result["diff"]["after"].setdefault(key, {}).update({"capacity": capacity, "format": spec["format"]})
         if action == "create_from_source":
             result["diff"]["after"][key]["source"] = image.describe(spec["source"])
         if module.check_mode:
@@ -377,6 +427,7 @@ def main() -> None:
                             "format": {"type": "str", "choices": list(image.FORMATS)},
                             "compression": {"type": "str", "choices": list(image.COMPRESSIONS)},
                             "timeout": {"type": "int", "default": image.DEFAULT_TIMEOUT},
+                            "deadline": {"type": "int", "default": image.DEFAULT_DEADLINE},
                         },
                     },
                 },
@@ -385,6 +436,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    for spec in module.params["volumes"]:  # a URL's credentials: masked in everything returned
+        module.no_log_values.update(image.secrets(spec.get("source")))
     module.exit_json(**core(module))
 
 

@@ -28,6 +28,8 @@ NOT_CHOICES = {
     ("none", "auto"): "CPU_PINNING_MODES: cpu_pinning also takes a number, so the spec cannot list choices",
     ("disk", "NVRAM file"): "site.py: the kinds of file a guest owns",
     ("exec", "list"): "systemd.py: the ways a value is quoted in a unit",
+    ("download", "image"): "image.py: PART_KINDS, the kinds of a disk preparation's temporary file",
+    (301, 302, 303, 307, 308): "image.py: the HTTP status codes of a redirect",
 }
 # Fields the spec documents without a default that normalize() computes (for a guest named x).
 DERIVED = {"enrolled_keys": False, "boot": ["hd"], "interfaces.mac": guest.guest_mac("x", 0)}
@@ -229,8 +231,9 @@ def normalized(path: str):
     g, errors = guest.normalize({"name": "x", parts[0]: [item]})
     assert errors == []
     item = g[parts[0]][0]
-    if len(parts) == 3:  # a source is passed on as given; libvirt_volume fills in the timeout
-        return item["volume"]["source"].get(parts[2], image.DEFAULT_TIMEOUT if parts[2] == "timeout" else None)
+    if len(parts) == 3:  # a source is passed on as given; libvirt_volume fills in timeout and deadline
+        filled = {"timeout": image.DEFAULT_TIMEOUT, "deadline": image.DEFAULT_DEADLINE}
+        return item["volume"]["source"].get(parts[2], filled.get(parts[2]))
     return item[parts[1]]
 
 
