@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -26,12 +27,25 @@ LIFECYCLE_OPTIONS = {
 URI_OPTION = {"uri": {"type": "str", "default": "qemu:///system"}}
 
 
+# Where a host has libvirt's daemons once their packages are installed (monolithic libvirtd, or
+# the modular virtqemud), on Debian and Arch alike (Arch: /usr/bin, which /usr/sbin links to).
+DAEMONS = ("/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/bin/libvirtd", "/usr/bin/virtqemud")
+LOCAL_URIS = ("qemu:///system", "qemu:///session")
+
+
+def not_installed_yet(uri: str) -> bool:
+    """Whether libvirt is simply not installed on this host yet: a local URI and no daemon binary.
+    This is the one state check mode expects on a fresh host (the host role only predicted the
+    install); a daemon that is down, a wrong URI or a refused permission are errors."""
+    return uri in LOCAL_URIS and not any(os.path.exists(path) for path in DAEMONS)
+
+
 def connect(module, uri: str, predicted: str):
     """Open `uri` read-write, or end the module.
 
     On a fresh host in check mode libvirt (or its Python binding) is not installed yet, because
     the host role only predicted the install: then the module ends with changed=True and
-    `predicted` as its message instead of failing.
+    `predicted` as its message instead of failing. Every other failure fails, in check mode too.
     """
     if libvirt is None:
         if module.check_mode:
@@ -41,8 +55,8 @@ def connect(module, uri: str, predicted: str):
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        if module.check_mode:
-            module.exit_json(changed=True, msg="libvirt does not answer at %s yet (%s); %s" % (uri, exc, predicted))
+        if module.check_mode and not_installed_yet(uri):
+            module.exit_json(changed=True, msg="libvirt is not installed at %s yet; %s" % (uri, predicted))
         module.fail_json(msg="cannot connect to libvirt at %s: %s" % (uri, exc))
     return None
 

@@ -47,6 +47,8 @@ def test_the_modules_name_arch_packages_and_paths_as_arch_has_them():
         assert all(n in FACTS["packages"] for n in names["arch"].split(" and ")), part
     assert FACTS["paths"]["virtiofsd"] in libvirt_domain.VIRTIOFSD_PATHS
     assert FACTS["paths"]["firmware_descriptors"] in firmware.FIRMWARE_DIRS
+    # What tells check mode that libvirt is not installed yet knows where Arch puts its daemons.
+    assert {FACTS["paths"]["libvirtd"], FACTS["paths"]["virtqemud"]} <= set(libvirt_common.DAEMONS)
     source = Path(libvirt_common.__file__).read_text() + "".join(
         p.read_text() for p in (ROOT / "plugins" / "modules").glob("*.py"))
     for wrong in FACTS["not_packages"]:

@@ -10,6 +10,7 @@ import http.server
 import json
 import lzma
 import os
+import re
 import subprocess
 import threading
 import types
@@ -30,9 +31,13 @@ class Module:
         self.params = {"volumes": [], "directories": [], "uri": "x"}
         self.params.update(params)
         self.check_mode = check_mode
+        self.warnings: list[str] = []
 
     def fail_json(self, **kw):
         raise Failed(kw["msg"])
+
+    def warn(self, message):
+        self.warnings.append(message)
 
 
 def test_missing_directories_are_made_and_existing_ones_keep_their_mode(tmp_path):
@@ -225,3 +230,63 @@ def test_a_bad_source_stops_before_any_change(site, source, extra, message):
         mod.core(Module(directories=[str(pool_dir / "share")],
                         volumes=[volume(dict({"checksum": checksum}, **source), **extra)]))
     assert os.listdir(pool_dir) == [] and Handler.requests == []
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_killed_runs_partial_file_is_removed_and_named(site, check_mode, exists):
+    """A run killed mid-download leaves .NAME.XXXXXXXX.download.part (nobody holds its lock): the
+    next run for that volume removes it and warns, whether the volume exists by then or not;
+    check mode names it and removes nothing. Other files are never touched."""
+    pool_dir, _pool, url, checksum = site
+    stale = pool_dir / ".arch.qcow2.k3j_x9aq.download.part"
+    stale.write_bytes(b"partial")
+    other = pool_dir / ".win11.qcow2.k3j_x9aq.download.part"
+    other.write_bytes(b"not this volume's")
+    if exists:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool_dir / "arch.qcow2"), "64M"], check=True)
+    module = Module(check_mode=check_mode, volumes=[volume({"url": url, "checksum": checksum})])
+    result = mod.core(module)
+    assert result["changed"] and result["removed_partial"] == {"vm/arch.qcow2": [str(stale)]}
+    assert stale.exists() == check_mode and other.exists()
+    assert module.warnings == ["volumes[vm/arch.qcow2]: %s the partial files an interrupted run left: %s"
+                               % ("would remove" if check_mode else "removed", stale)]
+    assert result["diff"]["before"]["vm/arch.qcow2"]["partial_files"] == [str(stale)]
+    if not check_mode:
+        again = mod.core(Module(volumes=[volume({"url": url, "checksum": checksum})]))
+        assert again["changed"] is False and again["removed_partial"] == {}
+
+
+class Exited(Exception):
+    pass
+
+
+class ConnModule(Module):
+    def exit_json(self, **kw):
+        raise Exited(kw)
+
+
+def refusing(monkeypatch, daemons):
+    def open_(uri):
+        raise FAKE.libvirtError("Failed to connect socket to '/var/run/libvirt/libvirt-sock': Connection refused")
+
+    monkeypatch.setattr(libvirt_common, "libvirt", types.SimpleNamespace(libvirtError=LibvirtError, open=open_))
+    monkeypatch.setattr(libvirt_common, "DAEMONS", tuple(daemons))
+
+
+def test_check_mode_excuses_only_a_libvirt_that_is_not_installed_yet(monkeypatch, tmp_path):
+    refusing(monkeypatch, [str(tmp_path / "no-libvirtd")])
+    with pytest.raises(Exited) as done:
+        libvirt_common.connect(ConnModule(check_mode=True), "qemu:///system", "would create the volumes")
+    assert done.value.args[0]["changed"] is True and "not installed at qemu:///system yet" in done.value.args[0]["msg"]
+
+
+@pytest.mark.parametrize("uri", ["qemu:///system", "qemu+ssh://admin@hv.example.com/system", "qemu:///sytem"])
+def test_check_mode_fails_when_libvirt_is_installed_but_does_not_answer(monkeypatch, tmp_path, uri):
+    """A daemon that is down, a wrong or remote URI, a refused permission: errors in check mode
+    too, never a predicted change."""
+    daemon = tmp_path / "libvirtd"
+    daemon.write_text("")
+    refusing(monkeypatch, [str(daemon)] if "ssh" not in uri else [str(tmp_path / "none")])
+    with pytest.raises(Failed, match=r"cannot connect to libvirt at %s: .*Connection refused" % re.escape(uri)):
+        libvirt_common.connect(ConnModule(check_mode=True), uri, "would create the volumes")
