@@ -144,6 +144,7 @@ SUMMARY_ROWS = [
     ("guest states converged (paused, transient, saved, busy TPM)", "guest states converged"),
     ("interrupted runs recovered", "interrupted runs recovered"),
     ("misbehaving disk sources refused in bounded time", "misbehaving sources refused"),
+    ("device merge cases defined by libvirt, then changed=0", "device merge cases defined"),
     ("bytes of guest data compared (apparent sizes)", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),
 ]
@@ -167,7 +168,7 @@ def pytest_terminal_summary(terminalreporter):
 MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_guests", "test_bad_input",
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
                 "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source",
-                "test_disk_source_misbehaving", "test_new_vm",
+                "test_disk_source_misbehaving", "test_device_merges", "test_new_vm",
                 "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_two_hosts",
                 # Scenario guests: look inside first; the tests that restart the guests come last.
                 "test_inside", "test_reach_by_name", "test_tailnet", "test_boot", "test_secure_boot_enforced",

@@ -114,14 +114,25 @@ OWNED = {
 OWNED_ATTRIBUTES = {"driver": ("iothread",), "graphics": ("passwd",)}
 
 
-# Elements whose kind is set by an attribute: when it changes, libvirt's additions for the old kind
-# (such as migratable='on' of a host-passthrough CPU) must not survive, so the element is replaced.
-KIND_ATTRIBUTES = {"cpu": "mode"}
+# Elements whose kind is set by attributes: when one changes, what the old kind had (libvirt's
+# additions, such as migratable='on' of a host-passthrough CPU, or a cdrom's <readonly/> when a
+# disk takes the cdrom's target) must not survive, so the element is replaced by the desired one.
+KIND_ATTRIBUTES = {
+    "cpu": ("mode",),
+    "disk": ("type", "device"),
+    "interface": ("type",),
+    "backend": ("type",),  # a TPM's: emulator or external
+    "channel": ("type",),
+    "serial": ("type",),
+    "console": ("type",),
+    "graphics": ("type",),
+    "filesystem": ("type",),
+}
 
 
 def _kind_changed(desired, current) -> bool:
-    attr = KIND_ATTRIBUTES.get(desired.tag)
-    return bool(attr) and desired.get(attr) is not None and desired.get(attr) != current.get(attr)
+    return any(desired.get(attr) is not None and desired.get(attr) != current.get(attr)
+               for attr in KIND_ATTRIBUTES.get(desired.tag, ()))
 
 
 # Devices libvirt adds to every guest by itself (x86's PS/2 mouse and keyboard): of an owned

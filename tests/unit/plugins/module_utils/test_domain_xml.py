@@ -100,3 +100,39 @@ def test_mac_case_is_not_drift(current):
 def test_missing_spec_element(current):
     desired = edit(DESIRED, lambda r: ET.SubElement(r.find("features"), "vmport", state="off"))
     assert dx.differences(desired, current) == ["domain/features/vmport: missing, would be added"]
+
+
+def test_a_disk_on_a_cdroms_former_target_inherits_nothing_from_it(current):
+    """The cdrom leaves the spec and a new disk takes its target (sata): the merged disk has no
+    <readonly/> (libvirt: "readonly sata disks are not supported") and no other part of the
+    cdrom, and the next comparison finds nothing."""
+    def cdrom_to_disk(root):
+        cdrom = next(d for d in root.find("devices").findall("disk") if d.get("device") == "cdrom")
+        dev = cdrom.find("target").get("dev")
+        root.find("devices").remove(cdrom)
+        root.find("devices").insert(0, ET.fromstring(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            "<source file='/mnt/vm/data.qcow2'/><target dev='%s' bus='sata'/></disk>" % dev))
+
+    desired = edit(DESIRED, cdrom_to_disk)
+    merged = dx.merge(desired, current)
+    disk = next(d for d in ET.fromstring(merged).find("devices").findall("disk")
+                if d.find("source") is not None and d.find("source").get("file") == "/mnt/vm/data.qcow2")
+    assert disk.get("device") == "disk" and disk.find("readonly") is None
+    assert {c.tag for c in disk} == {"driver", "source", "target"}
+    assert dx.differences(desired, merged) == []
+
+
+@pytest.mark.parametrize(("tag", "attr", "old", "new"), [
+    ("interface", "type", "network", "bridge"), ("channel", "type", "spicevmc", "unix"),
+    ("serial", "type", "file", "pty"), ("disk", "device", "cdrom", "disk"), ("disk", "type", "block", "file")])
+def test_a_device_whose_kind_changes_is_replaced(tag, attr, old, new):
+    current = ("<domain><devices><%s %s='%s'><target dev='x' name='x' port='0'/><old-part/></%s></devices></domain>"
+               % (tag, attr, old, tag))
+    desired = "<domain><devices><%s %s='%s'><target dev='x' name='x' port='0'/></%s></devices></domain>" % (
+        tag, attr, new, tag)
+    merged = ET.fromstring(dx.merge(desired, current)).find("devices/" + tag)
+    assert merged.get(attr) == new and merged.find("old-part") is None
+    # The same kind keeps what libvirt added.
+    same = ET.fromstring(dx.merge(current.replace("<old-part/>", ""), current)).find("devices/" + tag)
+    assert same.find("old-part") is not None
