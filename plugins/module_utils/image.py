@@ -401,7 +401,7 @@ def decompress(compression: str, packed: str, out, budget: Budget) -> None:
     images = [(m, size) for m, size in members if m.lower().endswith(IMAGE_SUFFIXES)]
     if len(images) != 1:
         raise ImageError("the 7z archive must hold exactly one disk image (%s), it holds %s."
-                         % (", ".join(IMAGE_SUFFIXES), ", ".join(repr(m) for m, _ in members) or "no file"))
+                         % (", ".join(IMAGE_SUFFIXES), ", ".join(repr(member[0]) for member in members) or "no file"))
     member, size = images[0]
     budget.room(size, "%r in the 7z archive" % member)  # its stated size, before anything is written
     _extract(packed, member, out, budget)

@@ -151,8 +151,8 @@ def test_a_content_encoding_is_taken_as_served(host, guest, name):
         "c.request(\"GET\",\"/encoded.qcow2.gz\"); print(hashlib.sha256(c.getresponse().read()).hexdigest())'" % PORT)
     run = guest(spec(name, {"url": url("encoded.qcow2.gz"), "checksum": gz}))
     assert run.rc == 0, run
-    assert '"virtual-size": %d' % (64 << 20) in host.check_output("qemu-img info --output=json /mnt/vm/%s.qcow2"
-                                                                   % name)
+    info = host.check_output("qemu-img info --output=json /mnt/vm/%s.qcow2" % name)
+    assert '"virtual-size": %d' % (64 << 20) in info
 
 
 def test_credentials_in_the_url_never_reach_the_output(host, guest, server, name):
@@ -183,7 +183,7 @@ def test_a_module_killed_mid_download_leaves_a_part_the_next_run_removes(host, g
                                  "echo ${p#/proc/}; done; true" % ("/mnt/vm/" + part)).split()
         assert pids, "no process holds %s" % part
         host.run_test("kill -KILL %s" % " ".join(pids))
-        out, _ = proc.communicate(timeout=120)
+        out = proc.communicate(timeout=120)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)

@@ -417,7 +417,7 @@ def test_a_decompression_bomb_stops_at_the_disks_size(served, pool):
     root, server = served
     bomb = root / "bomb.qcow2.xz"
     with lzma.open(bomb, "wb", preset=0) as out:
-        for _ in range(256):
+        for _block in range(256):
             out.write(b"\0" * MIB)
     assert bomb.stat().st_size < MIB  # 256 MiB of zeros
     with pytest.raises(image.ImageError, match=r"the xz download, decompressed, is \d+ bytes or more, more than "
@@ -559,7 +559,7 @@ def test_a_run_killed_mid_download_leaves_a_part_the_next_run_removes(misbehavin
     proc = subprocess.Popen([sys.executable, "-c", KILLED % collections, slow.url(),
                              str(pool / "d.qcow2")])
     try:
-        for _ in range(100):
+        for _attempt in range(100):
             parts = [p for p in os.listdir(pool) if p.endswith(".download.part")]
             if parts:
                 break

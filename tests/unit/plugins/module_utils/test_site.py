@@ -350,9 +350,8 @@ def test_each_guest_owns_libvirts_nvram_file_of_its_name():
     """What purge may delete and reset_nvram replace: its disks and its NVRAM file; a BIOS guest
     too owns the NVRAM file libvirt keeps for its name (left from a UEFI past, which a switch to
     BIOS with reset_nvram backs up), and no other guest's."""
-    guests, errors = resolve([small("a"), small("b", firmware="uefi"), small("c", firmware="uefi",
-                                                                           nvram="/mnt/vm/c_VARS.fd")],
-                             {"pools": POOLS})
+    specs = [small("a"), small("b", firmware="uefi"), small("c", firmware="uefi", nvram="/mnt/vm/c_VARS.fd")]
+    guests, errors = resolve(specs, {"pools": POOLS})
     assert errors == []
     assert {g["name"]: g["owned_paths"] for g in guests} == {
         "a": ["/mnt/vm/a.qcow2", "/var/lib/libvirt/qemu/nvram/a_VARS.fd"],

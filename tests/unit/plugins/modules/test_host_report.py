@@ -44,8 +44,8 @@ class Dom:
             raise Error(self.error)
         if self.calls <= self.answers_after:
             raise Error(86)  # VIR_ERR_AGENT_UNRESPONSIVE
-        return {"eth0": {"hwaddr": "52:54:00:AA:BB:CC", "addrs": [{"addr": "192.168.122.9"}, {"addr": "fe80::1"},
-                                                                   {"addr": "127.0.0.1"}]}}
+        addrs = [{"addr": "192.168.122.9"}, {"addr": "fe80::1"}, {"addr": "127.0.0.1"}]
+        return {"eth0": {"hwaddr": "52:54:00:AA:BB:CC", "addrs": addrs}}
 
 
 class Module:
