@@ -18,6 +18,12 @@ description:
     and link-local ones), else its DHCP lease on a libvirt network (C(virsh net-dhcp-leases)), else
     the network's DHCP reservation for its MAC (C(<host mac= ip=>) in C(virsh net-dumpxml)), so an
     address is known before the guest has booted and without a guest agent.
+  - A lease or reservation counts only on the interface's own network (its C(source network), or
+    the libvirt network whose bridge it is on), so a guest on another network with the same MAC
+    cannot take an interface's address. An interface on a bridge that is no libvirt network's
+    gets addresses from its agent only.
+  - A guest that appears or disappears while the source lists them is left out of this listing,
+    not an error. Every value read from libvirt is marked unsafe (never templated).
   - The guests are reached by name through community.libvirt's C(libvirt_qemu) connection (the
     guest agent, no SSH), which that plugin sets as C(ansible_connection); that connection finds
     the guest by C(ansible_host), so leave C(ansible_host) alone for it (compose it from
@@ -73,6 +79,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible.errors import AnsibleError
+from ansible.utils.unsafe_proxy import wrap_var
 
 try:
     from ansible_collections.community.libvirt.plugins.inventory.libvirt import InventoryModule as LibvirtInventory
@@ -111,6 +118,12 @@ def interfaces_of(xml_desc: str) -> list[dict]:
     return result
 
 
+def bridge_of(network_xml: str) -> str | None:
+    """A libvirt network's bridge device (<bridge name=>), if it has one."""
+    bridge = ET.fromstring(network_xml).find("bridge")
+    return None if bridge is None else bridge.get("name")
+
+
 def reservations_of(network_xml: str) -> dict[str, list[str]]:
     """A libvirt network's DHCP reservations by MAC (<ip><dhcp><host mac= ip=>), IPv4 and IPv6."""
     result: dict[str, list[str]] = {}
@@ -146,27 +159,31 @@ def agent_addresses_of(interface_addresses) -> dict[str, list[str]]:
     return result
 
 
-def add_addresses(interfaces: list[dict], leases: dict[str, list[str]], reservations: dict[str, dict],
-                  agent: dict[str, list[str]] | None = None) -> list[str]:
+def add_addresses(interfaces: list[dict], leases: dict[str, dict], reservations: dict[str, dict],
+                  agent: dict[str, list[str]] | None = None, bridges: dict[str, str] | None = None) -> list[str]:
     """Give each interface its `agent`, `lease` and `reservation` addresses (lists, IPv4 first)
-    and its `addresses`: the agent's, else the leases, else the reservations. agent and leases:
-    MAC -> addresses; reservations: network name -> MAC -> addresses (an interface on a libvirt
-    network looks in that network only; one on a bridge in all of them). Returns the guest's
-    addresses in interface order, without repeats."""
+    and its `addresses`: the agent's, else the leases, else the reservations. agent: MAC ->
+    addresses; leases and reservations: network name -> MAC -> addresses, looked up in the
+    interface's own network only (its source network, or the network whose bridge it is on,
+    bridges: bridge name -> network name). Returns the guest's addresses in interface order,
+    without repeats."""
     result: list[str] = []
     for iface in interfaces:
         mac = iface["mac"]
-        lease = sorted(set(leases.get(mac, [])), key=_ip_order)
-        if iface["network"] is not None:
-            reserved = reservations.get(iface["network"], {}).get(mac, [])
-        else:
-            reserved = [ip for network in reservations.values() for ip in network.get(mac, [])]
+        network = iface["network"] if iface["network"] is not None else (bridges or {}).get(iface["bridge"])
+        lease = sorted(set(leases.get(network, {}).get(mac, [])), key=_ip_order)
+        reserved = reservations.get(network, {}).get(mac, [])
         iface["agent"] = sorted(set((agent or {}).get(mac, [])), key=_ip_order)
         iface["lease"] = lease
         iface["reservation"] = sorted(set(reserved), key=_ip_order)
         iface["addresses"] = iface["agent"] or lease or iface["reservation"]
         result.extend(ip for ip in iface["addresses"] if ip not in result)
     return result
+
+
+def _vanished(error) -> bool:
+    """Whether a libvirt error says the guest or network went away while it was listed."""
+    return error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK)
 
 
 def _quiet(_ctx, _err):
@@ -222,6 +239,39 @@ class InventoryModule(LibvirtInventory):
         if self._construct_now:
             super()._add_host_to_keyed_groups(*args, **kwargs)
 
+    def _read_libvirt(self) -> tuple[dict, dict, dict, dict]:
+        """The guests' XML by name, and the networks' leases, reservations and bridges, from one
+        connection; what vanishes while it is read is left out."""
+        try:
+            connection = libvirt.open(self.get_option("uri"))
+            guests = {}
+            for domain in connection.listAllDomains():
+                try:
+                    name = domain.UUIDString() if self.get_option("inventory_hostname") == "uuid" else domain.name()
+                    guests[name] = domain.XMLDesc()
+                except libvirt.libvirtError as e:
+                    if not _vanished(e):
+                        raise
+            leases: dict[str, dict] = {}
+            reservations: dict[str, dict] = {}
+            bridges: dict[str, str] = {}
+            for network in connection.listAllNetworks():
+                try:
+                    name, xml_desc = network.name(), network.XMLDesc()
+                    reservations[name] = reservations_of(xml_desc)
+                    bridges.setdefault(bridge_of(xml_desc), name)
+                    for lease in network.DHCPLeases() if network.isActive() else []:
+                        if lease.get("mac") and lease.get("ipaddr"):
+                            leases.setdefault(name, {}).setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
+                except libvirt.libvirtError as e:
+                    if not _vanished(e):
+                        raise
+            connection.close()
+        except libvirt.libvirtError as e:
+            raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
+
+        return guests, leases, reservations, bridges
+
     def parse(self, inventory, loader, path, cache=True):
         if COMMUNITY_LIBVIRT_ERROR is not None:
             raise AnsibleError("kvmlab.hypervisor.libvirt_guests needs the collection community.libvirt: %s"
@@ -240,31 +290,17 @@ class InventoryModule(LibvirtInventory):
             self._construct_now = True
             self.inventory = inventory
 
-        try:
-            connection = libvirt.open(self.get_option("uri"))
-            guests = {}
-            for domain in connection.listAllDomains():
-                name = domain.UUIDString() if self.get_option("inventory_hostname") == "uuid" else domain.name()
-                guests[name] = domain.XMLDesc()
-            leases: dict[str, list[str]] = {}
-            reservations: dict[str, dict] = {}
-            for network in connection.listAllNetworks():
-                reservations[network.name()] = reservations_of(network.XMLDesc())
-                if network.isActive():
-                    for lease in network.DHCPLeases():
-                        if lease.get("mac") and lease.get("ipaddr"):
-                            leases.setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
-            connection.close()
-        except libvirt.libvirtError as e:
-            raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
-
+        guests, leases, reservations, bridges = self._read_libvirt()
         for name, xml_desc in guests.items():
+            if self.inventory.get_host(name) is None:
+                continue  # defined after community.libvirt's listing: the next listing has it
             interfaces = interfaces_of(xml_desc)
             agent = agent_addresses_of(self.inventory.get_host(name).get_vars().get("interface_addresses"))
-            addresses = add_addresses(interfaces, leases, reservations, agent)
-            self.inventory.set_variable(name, "libvirt_interfaces", interfaces)
-            self.inventory.set_variable(name, "libvirt_macs", [i["mac"] for i in interfaces if i["mac"]])
-            self.inventory.set_variable(name, "libvirt_addresses", addresses)
+            addresses = add_addresses(interfaces, leases, reservations, agent, bridges)
+            # Read from libvirt (names, MACs, addresses a guest reports): data, never templates.
+            self.inventory.set_variable(name, "libvirt_interfaces", wrap_var(interfaces))
+            self.inventory.set_variable(name, "libvirt_macs", wrap_var([i["mac"] for i in interfaces if i["mac"]]))
+            self.inventory.set_variable(name, "libvirt_addresses", wrap_var(addresses))
             variables = self.inventory.get_host(name).get_vars()
             strict = self.get_option("strict")
             self._set_composite_vars(self.get_option("compose"), variables, name, strict)

@@ -204,8 +204,21 @@ def test_reservations_and_interfaces():
               "<source bridge='br0'/></interface></devices></domain>"
     interfaces = plugin.interfaces_of(bridged)
     assert interfaces == [{"mac": "52:54:00:aa:00:01", "type": "bridge", "network": None, "bridge": "br0"}]
-    # An interface on a bridge, not a libvirt network, is looked up in every network.
-    assert plugin.add_addresses(interfaces, {}, {"a": {}, "b": {"52:54:00:aa:00:01": ["10.0.0.5"]}}) == ["10.0.0.5"]
+    # An interface on a bridge counts the network whose bridge it is, and only that one.
+    reservations = {"a": {"52:54:00:aa:00:01": ["10.0.0.9"]}, "b": {"52:54:00:aa:00:01": ["10.0.0.5"]}}
+    assert plugin.add_addresses(interfaces, {}, reservations, bridges={"br0": "b", "virbr1": "a"}) == ["10.0.0.5"]
+    assert plugin.add_addresses(interfaces, {}, reservations, bridges={"virbr1": "a"}) == []
+    assert plugin.bridge_of("<network><name>b</name><bridge name='br0' stp='on'/></network>") == "br0"
+
+
+def test_a_lease_on_another_network_never_takes_an_interfaces_address():
+    """A spoofing guest on another network with win11's MAC gets a lease there: win11's interface
+    keeps its own network's reservation."""
+    interfaces = plugin.interfaces_of(DOMAIN.format(name="w", uuid="u", cputune="", mac="52:54:00:ab:93:44", extra=""))
+    leases = {"isolated": {"52:54:00:ab:93:44": ["10.66.0.2"]}}
+    reservations = {"default": {"52:54:00:ab:93:44": ["192.168.122.136"]}, "isolated": {}}
+    assert plugin.add_addresses(interfaces, leases, reservations, {}, {"virbr0": "default"}) == ["192.168.122.136"]
+    assert interfaces[0]["lease"] == []
 
 
 def test_agent_addresses_come_first():
@@ -223,10 +236,53 @@ def test_agent_addresses_come_first():
     assert plugin.agent_addresses_of({"error": "Guest agent is not responding"}) == {}
     assert plugin.agent_addresses_of("") == {}
     interfaces = plugin.interfaces_of(DOMAIN.format(name="w", uuid="u", cputune="", mac="52:54:00:ab:93:44", extra=""))
-    leases = {"52:54:00:ab:93:44": ["192.168.122.77"]}
+    leases = {"default": {"52:54:00:ab:93:44": ["192.168.122.77"]}}
     reservations = {"default": {"52:54:00:ab:93:44": ["192.168.122.136"]}}
     assert plugin.add_addresses(interfaces, leases, reservations, {"52:54:00:ab:93:44": ["192.168.122.99"]}) \
         == ["192.168.122.99"]
     assert interfaces[0]["agent"] == ["192.168.122.99"] and interfaces[0]["lease"] == ["192.168.122.77"]
     assert plugin.add_addresses(interfaces, leases, reservations, {}) == ["192.168.122.77"]
     assert plugin.add_addresses(interfaces, {}, reservations) == ["192.168.122.136"]
+
+
+class Vanished(libvirt.libvirtError):
+    def __init__(self):
+        super().__init__("Domain not found: no domain with matching name")
+
+    def get_error_code(self):
+        return libvirt.VIR_ERR_NO_DOMAIN
+
+
+def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, monkeypatch):
+    """community.libvirt lists the guests on its own connection, then this plugin lists them again:
+    a guest defined in between, and one undefined in between, are simply left out."""
+    connections = []
+
+    def fake_open(uri):
+        conn = FakeConnection()
+        if connections:  # the plugin's own listing, after community.libvirt's
+            gone = conn.domains[2]
+            gone.XMLDesc = lambda _flags=0: (_ for _ in ()).throw(Vanished())
+            conn.domains.append(FakeDomain("newcomer", "5abcc79e-0000-0000-0000-00000000000f", 1, DOMAIN.format(
+                name="newcomer", uuid="uf", cputune="", mac="52:54:00:00:00:0f", extra="")))
+        connections.append(conn)
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    data, _uris = parse()
+    assert data.get_host("newcomer") is None
+    assert "libvirt_addresses" not in hostvars(data, "kali")  # undefined meanwhile: no addresses made up
+    assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
+
+
+def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
+    hostile = "{{ 7 * 6 }}"
+    original = FakeConnection.__init__
+
+    def init(self):
+        original(self)
+        self.domains[0]._xml = self.domains[0]._xml.replace("network='default'", "network='%s'" % hostile)
+
+    monkeypatch.setattr(FakeConnection, "__init__", init)
+    data, _uris = parse(SOURCE + "  net: libvirt_interfaces[0].network\n")
+    assert hostvars(data, "win11")["net"] == hostile
