@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.network import tailnet_config, tailnet_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +84,33 @@ def test_the_hook_ignores_libvirts_other_operations(monkeypatch):
     for operation in ("start", "stopped", "port-created", "updated"):
         assert hook.main(["hook", "default", operation, "begin", "-"]) == 0
     assert calls == []
+
+
+@pytest.mark.parametrize("config", [None, "", "{not json", '{"networks": {"default": {"bridge": "virbr0"}}}', '["x"]'])
+def test_libvirts_call_never_fails_on_a_broken_config(monkeypatch, tmp_path, capsys, config):
+    """libvirt stops a network whose started hook fails: a missing, empty or malformed settings
+    file is logged, and the hook exits 0. The role's own call (ensure) still fails."""
+    path = tmp_path / "kvmlab-tailnet.json"
+    if config is not None:
+        path.write_text(config)
+    monkeypatch.setattr(hook, "CONFIG", str(path))
+    logged = []
+    monkeypatch.setattr(hook.syslog, "syslog", lambda level, message: logged.append(message))
+    assert hook.main(["hook", "default", "started", "begin", "-"]) == 0
+    assert logged and "network default" in logged[0] and "stays up" in logged[0]
+    assert "kvmlab-tailnet: network default" in capsys.readouterr().err
+    with pytest.raises(Exception):  # noqa: B017  (the role's run shows the error)
+        hook.main(["hook", "default", "ensure"])
+
+
+def test_libvirts_call_never_fails_without_a_firewall_tool(monkeypatch, tmp_path):
+    path = tmp_path / "kvmlab-tailnet.json"
+    path.write_text('{"interface": "tailscale0", "networks": {"default": {"bridge": "virbr0", "routes": ["%s"]}}}'
+                    % ROUTE)
+    monkeypatch.setattr(hook, "CONFIG", str(path))
+    monkeypatch.setattr(hook, "run", lambda argv: hook.subprocess.CompletedProcess(argv, 127, "", "not found"))
+    logged = []
+    monkeypatch.setattr(hook.syslog, "syslog", lambda level, message: logged.append(message))
+    assert hook.main(["hook", "default", "started", "begin", "-"]) == 0
+    assert len(logged) == 1 and "could not be made" in logged[0]
+    assert hook.main(["hook", "default", "ensure"]) == 1

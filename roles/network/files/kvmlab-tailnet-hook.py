@@ -14,7 +14,11 @@
 # are made again each time it does: libvirt runs this file from hooks/network.d as
 #   kvmlab-tailnet NETWORK started begin -        (other operations are ignored)
 # and the role runs it as `kvmlab-tailnet NETWORK ensure` (or `check`, which changes nothing).
-# It prints one line per change (or, for check, per change it would make); exit 1 on failure.
+# It prints one line per change (or, for check, per change it would make); for the role, exit 1
+# on failure. Run by libvirt (`started`), it never fails: libvirt stops a network whose hook
+# fails, which would cut every guest on it off, so any error of its own (a missing, empty or
+# malformed settings file, no nft nor iptables, a refused rule) goes to the journal (syslog,
+# tag kvmlab-tailnet) and to stderr, and it exits 0 with the network up and the tailnet kept out.
 # Its settings: /etc/libvirt/hooks/kvmlab-tailnet.json, written by the role:
 #   {"interface": "tailscale0", "networks": {"default": {"bridge": "virbr0", "routes": [...]}}}
 
@@ -22,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import syslog
 
 CONFIG = os.environ.get("KVMLAB_TAILNET_CONFIG", "/etc/libvirt/hooks/kvmlab-tailnet.json")
 MARK = "kvmlab-tailnet"
@@ -108,13 +113,35 @@ def ensure(network, check):
     return 0
 
 
+def log(message):
+    """An error of libvirt's call, where it cannot fail: to the journal and to stderr."""
+    sys.stderr.write("%s: %s\n" % (MARK, message))
+    try:
+        syslog.openlog(MARK, 0, syslog.LOG_DAEMON)
+        syslog.syslog(syslog.LOG_ERR, message)
+    except OSError:
+        pass
+
+
+def started(network):
+    """libvirt started `network`: make its rules, never failing the network."""
+    try:
+        if ensure(network, check=False) != 0:
+            log("network %s: the tailnet's rules could not be made (above); the network stays up, the tailnet "
+                "cannot reach its guests. Run the network role to repair it." % network)
+    except Exception as exc:
+        log("network %s: %s: %s; the network stays up, the tailnet cannot reach its guests. Run the network "
+            "role to repair it." % (network, CONFIG, "%s: %s" % (type(exc).__name__, exc)))
+    return 0
+
+
 def main(argv):
     if len(argv) < 3:
         sys.stderr.write("usage: %s NETWORK ensure|check|started ...\n" % argv[0])
-        return 2
+        return 0 if len(argv) >= 3 and argv[2] == "started" else 2
     network, operation = argv[1], argv[2]
     if operation == "started":
-        return ensure(network, check=False)
+        return started(network)
     if operation in ("ensure", "check"):
         return ensure(network, check=operation == "check")
     return 0
