@@ -33,11 +33,34 @@ ENROLLED_DIR = "/var/lib/kvmlab/firmware"
 ENROL_ARGS = ("--enroll-redhat", "--secure-boot")
 
 
-def descriptors(dirs=None) -> list[dict]:
+def malformed(desc) -> str | None:
+    """Why a parsed descriptor cannot be read as QEMU's firmware.json schema describes it (the
+    fields used here, with their types), or None."""
+    if not isinstance(desc, dict):
+        return "it is not a JSON object"
+    for field, kind in (("interface-types", list), ("features", list), ("targets", list), ("mapping", dict)):
+        if field in desc and not isinstance(desc[field], kind):
+            return "%s is not a %s" % (field, "list" if kind is list else "mapping")
+    for field in ("interface-types", "features"):
+        if not all(isinstance(v, str) for v in desc.get(field, [])):
+            return "%s holds a value that is not a string" % field
+    for target in desc.get("targets", []):
+        if not isinstance(target, dict) or not isinstance(target.get("machines", []), list) \
+                or not all(isinstance(m, str) for m in target.get("machines", [])):
+            return "targets holds an entry that is not {architecture, machines: [strings]}"
+    template = desc.get("mapping", {}).get("nvram-template", {})
+    if not isinstance(template, dict) or not isinstance(template.get("filename", ""), str):
+        return "mapping.nvram-template is not {filename: string}"
+    return None
+
+
+def descriptors(dirs=None, skipped: list | None = None) -> list[dict]:
     """The descriptors libvirt reads, in its order, each with its path under `_file`.
 
     As libvirt (qemuBuildFileList), every file whose name does not start with a dot counts,
     whatever its suffix; an empty file in an earlier directory masks the one of the same name.
+    A file that cannot be read, is not JSON or is malformed is left out; with `skipped`, each is
+    appended to it as "FILE: why", for a warning.
     """
     seen: dict[str, str] = {}
     for directory in reversed(dirs or FIRMWARE_DIRS):
@@ -52,12 +75,19 @@ def descriptors(dirs=None) -> list[dict]:
     for name in sorted(seen):
         try:
             with open(seen[name], encoding="utf-8") as handle:
-                desc = json.load(handle)
-        except (OSError, ValueError):
+                text = handle.read()
+            if not text.strip():
+                continue  # an empty file masks a descriptor, as in libvirt
+            desc = json.loads(text)
+            why = malformed(desc)
+        except (OSError, ValueError) as exc:
+            why = "%s" % (exc.strerror if isinstance(exc, OSError) and exc.strerror else "not JSON (%s)" % exc)
+        if why is not None:
+            if skipped is not None:
+                skipped.append("%s: %s" % (seen[name], why))
             continue
-        if isinstance(desc, dict):
-            desc["_file"] = seen[name]
-            out.append(desc)
+        desc["_file"] = seen[name]
+        out.append(desc)
     return out
 
 

@@ -137,7 +137,11 @@ def main() -> None:
     )
     p = module.params
     dirs = (p["descriptor_directory"], *(d for d in firmware.FIRMWARE_DIRS if d != p["descriptor_directory"]))
-    plan = firmware.plan(firmware.descriptors(dirs), p["architecture"], p["directory"], p["descriptor_directory"])
+    skipped: list[str] = []
+    plan = firmware.plan(firmware.descriptors(dirs, skipped), p["architecture"], p["directory"],
+                         p["descriptor_directory"])
+    for entry in skipped:
+        module.warn("firmware descriptor skipped, as libvirt would skip it: %s" % entry)
     state = plan["state"]
     if state == "distribution":
         module.exit_json(changed=False, state=state, descriptor=plan["descriptor"])

@@ -346,7 +346,8 @@ def preflight(module, conn, name: str, root: ET.Element) -> None:
                 if virt == "kvm" else "")
         module.fail_json(msg="guest %s: this host cannot run %s %s guests with machine %s: %s.%s"
                          % (name, virt, arch, machine, exc, hint))
-    errors = []
+    errors: list[str] = []
+    skipped: list[str] = []
     kind = dx.firmware(ET.tostring(root, encoding="unicode"))
     if kind != "bios":
         secure, enrolled = "secure-boot" in kind, "enrolled-keys" in kind
@@ -356,9 +357,10 @@ def preflight(module, conn, name: str, root: ET.Element) -> None:
             " and enrolled keys" if enrolled else "")
         if offered and "efi" not in offered:
             errors.append("libvirt offers no UEFI firmware here; install %s." % package("uefi"))
-        elif not firmware.matching(firmware.descriptors(), arch, expanded, secure, enrolled):
-            errors.append("no QEMU firmware descriptor in %s offers %s for %s %s; install %s."
-                          % (" or ".join(firmware.FIRMWARE_DIRS), wanted, arch, expanded, package("uefi")))
+        elif not firmware.matching(firmware.descriptors(skipped=skipped), arch, expanded, secure, enrolled):
+            errors.append("no QEMU firmware descriptor in %s offers %s for %s %s; install %s%s."
+                          % (" or ".join(firmware.FIRMWARE_DIRS), wanted, arch, expanded, package("uefi"),
+                             " (skipped as malformed: %s)" % "; ".join(skipped) if skipped else ""))
     for tpm in root.findall("devices/tpm"):
         backend = tpm.find("backend")
         btype = backend.get("type") if backend is not None else "emulator"

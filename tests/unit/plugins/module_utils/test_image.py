@@ -520,7 +520,7 @@ def test_an_encrypted_image_is_refused(served, pool):
     root, server = served
     src = root / "luks.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "--object", "secret,id=s0,data=abc", "-f", "qcow2", "-o",
-                    "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(src), "16M"], check=True)
+                    "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=250", str(src), "16M"], check=True)
     with pytest.raises(image.ImageError, match="the image is encrypted"):
         image.place({"url": server.url(src.name), "checksum": sha256(src)}, str(pool / "d.qcow2"), 16 * MIB, "qcow2")
     assert os.listdir(pool) == []

@@ -135,7 +135,7 @@ class Conn:
 @pytest.fixture(autouse=True)
 def fake_libvirt(monkeypatch):
     monkeypatch.setattr(mod, "libvirt", FAKE)
-    monkeypatch.setattr(mod.firmware, "descriptors", lambda: [SECURE, PLAIN])
+    monkeypatch.setattr(mod.firmware, "descriptors", lambda dirs=None, skipped=None: [SECURE, PLAIN])
     monkeypatch.setattr(mod, "os_family", lambda: "debian")
 
 
@@ -284,7 +284,7 @@ def test_shutdown_timeout_fails_unless_forced():
 
 def test_preflight_names_the_missing_firmware_package(monkeypatch):
     desired = desired_from((FIXTURES / "site-arch-libvirt9.xml").read_text())
-    monkeypatch.setattr(mod.firmware, "descriptors", lambda: [PLAIN])
+    monkeypatch.setattr(mod.firmware, "descriptors", lambda dirs=None, skipped=None: [PLAIN])
     conn = Conn()
     with pytest.raises(Failed, match=r"offers UEFI with Secure Boot and enrolled keys for x86_64 pc-q35-7\.2; "
                                      r"install ovmf"):
