@@ -27,7 +27,12 @@ options:
   uri:
     description:
       - libvirt connection URI to read the guests' pins from. When libvirt (or its Python
-        binding) is not there yet, C(pinned) is empty.
+        binding) is not installed yet, C(pinned), C(domains) and C(pools) are empty.
+      - When libvirt is installed but does not answer at a local URI (its daemon is stopped), the
+        persistent definitions are read from libvirt's own files instead (C(/etc/libvirt/qemu/*.xml),
+        C(/etc/libvirt/storage/*.xml)), with a warning, so the checks against the guests the host
+        already has stay on. At another URI, or on any other libvirt error, the task fails naming
+        it.
     type: str
     default: qemu:///system
   paths:
@@ -76,10 +81,12 @@ ansible_facts:
         hybrid: false
 """
 
+import glob
 import os
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import LOCAL_URIS, not_installed_yet
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import parse_cpulist, read_topology
 
 try:
@@ -100,40 +107,92 @@ def memory() -> dict:
     return {"total_kib": fields.get("MemTotal", 0), "available_kib": fields.get("MemAvailable", 0)}
 
 
-def libvirt_state(uri: str) -> tuple[dict, dict, dict]:
+# libvirt's own files of the persistent definitions (the daemon writes them, and reads them when it
+# starts), for a host whose daemon is stopped.
+DEFINITIONS = {"domains": "/etc/libvirt/qemu/*.xml", "pools": "/etc/libvirt/storage/*.xml"}
+
+
+class LibvirtStateError(Exception):
+    """libvirt's state could not be read; the message says why."""
+
+
+def _held(root) -> tuple[list, dict]:
+    """The host CPUs a definition's vCPUs are pinned to, and the files and MACs it uses."""
+    cpus = set()
+    for pin in root.findall("cputune/vcpupin"):
+        cpus.update(parse_cpulist(pin.get("cpuset", "")))
+    files = [el.get("file") for el in root.findall("devices/disk[@device='disk']/source") if el.get("file")]
+    files += [el.text for el in root.findall("os/nvram") if el.text]
+    files += [el.get("path") for el in root.findall("devices/tpm/backend/source") if el.get("path")]
+    macs = [el.get("address") for el in root.findall("devices/interface/mac") if el.get("address")]
+    return sorted(cpus), {"files": files, "macs": macs}
+
+
+def _state(domain_xmls: list, pool_xmls: list) -> tuple[dict, dict, dict]:
+    pinned, owned, pools = {}, {}, {}
+    for text in domain_xmls:
+        root = ET.fromstring(text)
+        name = root.findtext("name")
+        cpus, owned[name] = _held(root)
+        if cpus:
+            pinned[name] = cpus
+    for text in pool_xmls:
+        root = ET.fromstring(text)
+        if root.findtext("target/path"):
+            pools[root.findtext("name")] = root.findtext("target/path")
+    return pinned, owned, pools
+
+
+def from_files() -> tuple[dict, dict, dict]:
+    """The persistent definitions as libvirt keeps them on disk."""
+    texts = {}
+    for kind, pattern in DEFINITIONS.items():
+        texts[kind] = []
+        for path in sorted(glob.glob(pattern)):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    texts[kind].append(handle.read())
+            except OSError as exc:
+                raise LibvirtStateError("cannot read libvirt's definition %s: %s" % (path, exc)) from exc
+    try:
+        return _state(texts["domains"], texts["pools"])
+    except ET.ParseError as exc:
+        raise LibvirtStateError("a libvirt definition under /etc/libvirt is not XML: %s" % exc) from exc
+
+
+def libvirt_state(uri: str) -> tuple[dict, dict, dict, str]:
     """What the persistent guests hold, read from their definitions (read-only connection):
     (guest -> the host CPUs its vCPUs are pinned to, guest -> the files and MACs it uses,
-    pool -> its directory). Empty before libvirt is installed."""
+    pool -> its directory, where it was read: libvirt, files or none). Empty before libvirt is
+    installed; raises LibvirtStateError when it cannot be read."""
     if libvirt is None:
-        return {}, {}, {}
+        return {}, {}, {}, "none"
     try:
         conn = libvirt.openReadOnly(uri)
-        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
-        pool_list = conn.listAllStoragePools()
-    except libvirt.libvirtError:
-        return {}, {}, {}
-    pinned, owned, pools = {}, {}, {}
-    for dom in domains:
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        cpus = set()
-        for pin in root.findall("cputune/vcpupin"):
-            cpus.update(parse_cpulist(pin.get("cpuset", "")))
-        if cpus:
-            pinned[dom.name()] = sorted(cpus)
-        files = [el.get("file") for el in root.findall("devices/disk[@device='disk']/source") if el.get("file")]
-        files += [el.text for el in root.findall("os/nvram") if el.text]
-        files += [el.get("path") for el in root.findall("devices/tpm/backend/source") if el.get("path")]
-        owned[dom.name()] = {"files": files,
-                             "macs": [el.get("address") for el in root.findall("devices/interface/mac")
-                                      if el.get("address")]}
-    for pool in pool_list:
-        try:
-            path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
-        except libvirt.libvirtError:
-            continue
-        if path:
-            pools[pool.name()] = path
-    return pinned, owned, pools
+    except libvirt.libvirtError as exc:
+        if not_installed_yet(uri):
+            return {}, {}, {}, "none"
+        if uri in LOCAL_URIS:
+            return (*from_files(), "files: libvirt does not answer at %s (%s)" % (uri, exc))
+        raise LibvirtStateError("cannot read the guests and pools libvirt has at %s: %s" % (uri, exc)) from exc
+    try:
+        domains = []
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
+            try:
+                domains.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # else undefined meanwhile
+                    raise
+        pools = []
+        for pool in conn.listAllStoragePools():
+            try:
+                pools.append(pool.XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+    except libvirt.libvirtError as exc:
+        raise LibvirtStateError("cannot read the guests and pools libvirt has at %s: %s" % (uri, exc)) from exc
+    return (*_state(domains, pools), "libvirt")
 
 
 def filesystems(paths: list) -> dict:
@@ -160,7 +219,13 @@ def main() -> None:
             cmdline = f.read()
     except OSError:
         cmdline = ""
-    pinned, domains, pools = libvirt_state(module.params["uri"])
+    try:
+        pinned, domains, pools, source = libvirt_state(module.params["uri"])
+    except LibvirtStateError as exc:
+        module.fail_json(msg="%s; the guest checks need it (the guests libvirt already has). Start libvirt, or "
+                             "fix the URI or the permission." % exc)
+    if source.startswith("files"):
+        module.warn("%s; read the persistent definitions from /etc/libvirt instead." % source[len("files: "):])
     topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned, domains=domains, pools=pools,
                     filesystems=filesystems(module.params["paths"]))
     module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": topology})
