@@ -114,3 +114,29 @@ def test_libvirts_call_never_fails_without_a_firewall_tool(monkeypatch, tmp_path
     assert hook.main(["hook", "default", "started", "begin", "-"]) == 0
     assert len(logged) == 1 and "could not be made" in logged[0]
     assert hook.main(["hook", "default", "ensure"]) == 1
+
+
+OTHER_IPT = OURS_IPT.replace("192.168.122.0/24", "192.168.100.0/24").replace("virbr0", "virbr1")
+GONE_IPT = OURS_IPT.replace("192.168.122.0/24", "10.9.0.0/24").replace("virbr0", "virbr9")
+
+
+def test_iptables_keeps_other_networks_rules_and_drops_those_of_networks_gone():
+    """FORWARD is shared by every network: one network's ensure leaves another's rules alone, and
+    removes those of a bridge no longer in the settings."""
+    listing = "-P FORWARD ACCEPT\n%s\n%s\n%s\n" % (OURS_IPT, OTHER_IPT, GONE_IPT) + IPT_WITHOUT.split("\n", 1)[1]
+    both = {"virbr0", "virbr1"}
+    assert hook.iptables_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == ([3], [])
+    assert hook.iptables_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == ([3], [])
+    # This network's route changed: only its own rule is replaced (and the stale one goes).
+    assert hook.iptables_plan(listing, "tailscale0", "virbr0", ["192.168.122.0/25"], both) == ([3, 1],
+                                                                                            ["192.168.122.0/25"])
+
+
+def test_nft_keeps_other_networks_rules_and_drops_those_of_networks_gone():
+    other = OURS_NFT.replace("virbr0", "virbr1").replace("192.168.122.0/24", "192.168.100.0/24").replace(
+        "handle 10", "handle 11")
+    gone = OURS_NFT.replace("virbr0", "virbr9").replace("handle 10", "handle 12")
+    listing = NFT_LIBVIRT.replace("# handle 2\n", "# handle 2\n" + OURS_NFT + other + gone)
+    both = {"virbr0", "virbr1"}
+    assert hook.nft_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == (["12"], [])
+    assert hook.nft_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == (["12"], [])

@@ -49,31 +49,43 @@ def comment(route):
     return "%s %s" % (MARK, route)
 
 
-def nft_plan(listing, interface, bridge, routes):
-    """(handles of our rules to delete, rules to insert) for `nft -a list chain` output: ours
-    must all come first in the chain, one per route."""
+def _rule_bridge(rule, flag):
+    """The bridge a rule of ours is for: the word after `flag` (-o, or oifname)."""
+    words = rule.replace('"', " ").split()
+    return words[words.index(flag) + 1] if flag in words[:-1] else None
+
+
+def nft_plan(listing, interface, bridge, routes, bridges=None):
+    """(handles of our rules to delete, rules to insert) for `nft -a list chain` output: this
+    network's rules must all come first in the chain, one per route; the rules of bridges that are
+    no longer in the settings (`bridges`, default this one only) go. Other networks' rules stay."""
     rules = [line.strip() for line in listing.splitlines()
              if "# handle " in line and not line.strip().startswith(("table ", "chain ", "type "))]
     ours = [(i, r) for i, r in enumerate(rules) if 'comment "%s ' % MARK in r]
     first_other = next((i for i, r in enumerate(rules) if 'comment "%s ' % MARK not in r), len(rules))
-    found = [r for _i, r in ours if 'oifname "%s"' % bridge in r and 'iifname "%s"' % interface in r]
+    mine = [(i, r) for i, r in ours if _rule_bridge(r, "oifname") == bridge]
+    stale = [r for _i, r in ours if _rule_bridge(r, "oifname") not in (bridges or {bridge})]
+    found = [r for _i, r in mine if 'iifname "%s"' % interface in r]
     routes_found = sorted(r.split('comment "%s ' % MARK)[1].split('"')[0] for r in found)
-    if routes_found == sorted(routes) and len(ours) == len(found) and all(i < first_other for i, _r in ours):
-        return [], []
-    return [r.rsplit("# handle ", 1)[1].split()[0] for _i, r in ours], list(routes)
+    ok = routes_found == sorted(routes) and len(mine) == len(found) and all(i < first_other for i, _r in mine)
+    delete = ([] if ok else [r for _i, r in mine]) + stale
+    return [r.rsplit("# handle ", 1)[1].split()[0] for r in delete], [] if ok else list(routes)
 
 
-def iptables_plan(listing, interface, bridge, routes):
+def iptables_plan(listing, interface, bridge, routes, bridges=None):
     """(line numbers of our rules to delete, highest first; rules to insert) for `iptables -S FORWARD`
-    output: ours must all come before libvirt's jumps, one per route."""
+    output: this network's rules must all come before libvirt's jumps, one per route; the rules of
+    bridges no longer in the settings (`bridges`, default this one only) go. Other networks' stay."""
     rules = [line for line in listing.splitlines() if line.startswith("-A ")]
     ours = [(i + 1, r) for i, r in enumerate(rules) if '--comment "%s ' % MARK in r]
     first_libvirt = next((i + 1 for i, r in enumerate(rules) if "-j LIBVIRT_" in r), len(rules) + 1)
+    mine = [(n, r) for n, r in ours if _rule_bridge(r, "-o") == bridge]
+    stale = [n for n, r in ours if _rule_bridge(r, "-o") not in (bridges or {bridge})]
     wanted = {route: "-A FORWARD -d %s -i %s -o %s -m comment --comment \"%s\" -j ACCEPT"
               % (route, interface, bridge, comment(route)) for route in routes}
-    if sorted(r for _n, r in ours) == sorted(wanted.values()) and all(n < first_libvirt for n, _r in ours):
-        return [], []
-    return sorted((n for n, _r in ours), reverse=True), list(routes)
+    ok = sorted(r for _n, r in mine) == sorted(wanted.values()) and all(n < first_libvirt for n, _r in mine)
+    delete = ([] if ok else [n for n, _r in mine]) + stale
+    return sorted(set(delete), reverse=True), [] if ok else list(routes)
 
 
 def ensure(network, check):
@@ -83,9 +95,10 @@ def ensure(network, check):
     if not net:
         return 0
     interface, bridge, routes = config["interface"], net["bridge"], net["routes"]
+    bridges = {n["bridge"] for n in config["networks"].values() if n}
     nft = run(["nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input"])
     if nft.returncode == 0 and nft_backend(nft.stdout, bridge):
-        delete, insert = nft_plan(nft.stdout, interface, bridge, routes)
+        delete, insert = nft_plan(nft.stdout, interface, bridge, routes, bridges)
         commands = [["nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", h] for h in delete]
         commands += [["nft", "insert", "rule", "ip", "libvirt_network", "guest_input", "iifname", '"%s"' % interface,
                       "oifname", '"%s"' % bridge, "ip", "daddr", route, "counter", "accept", "comment",
@@ -96,7 +109,7 @@ def ensure(network, check):
             sys.stderr.write("%s: neither libvirt's nftables chain nor iptables' FORWARD chain can be read: %s\n"
                              % (MARK, (nft.stderr + listing.stderr).strip()))
             return 1
-        delete, insert = iptables_plan(listing.stdout, interface, bridge, routes)
+        delete, insert = iptables_plan(listing.stdout, interface, bridge, routes, bridges)
         commands = [["iptables", "-w", "-D", "FORWARD", str(n)] for n in delete]
         commands += [["iptables", "-w", "-I", "FORWARD", "1", "-i", interface, "-o", bridge, "-d", route,
                       "-m", "comment", "--comment", comment(route), "-j", "ACCEPT"] for route in insert]
