@@ -71,6 +71,11 @@ IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
 # some of them). A share gives the guest write access to the directory as root would have it.
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run", "/sbin",
                "/sys", "/usr", "/var/lib/libvirt", "/var/log")
+# Host places a guest may not read as a cdrom or a backing file (devices, secrets, libvirt's own
+# guest state), unless the spec opts out (allow_foreign_paths). /usr/share is not one of them: it
+# holds distributions' ISOs (virtio-win).
+READ_DENIED_DIRS = ("/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sys", "/var/lib/libvirt/qemu",
+                    "/var/lib/libvirt/swtpm", "/var/log")
 SECRETS = ("graphics_password",)  # never shown in a message
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # used with fullmatch: no trailing newline
@@ -173,6 +178,17 @@ def _ident(value, label: str, errors: list, what: str) -> None:
         errors.append("%s: %r is not a %s; use letters, digits, '.', '_', '+', ':' or '-'." % (label, value, what))
 
 
+def _readable(path, label: str, errors: list, g: dict, what: str) -> None:
+    """A cdrom or backing file must not be a device or lie in a system place (READ_DENIED_DIRS)."""
+    if g["allow_foreign_paths"] or not isinstance(path, str):
+        return
+    denied = next((d for d in READ_DENIED_DIRS if path == d or path.startswith(d + "/")), None)
+    if denied:
+        errors.append("%s: %s lies in %s; a guest would read host data as its %s. Give an image file under the "
+                      "storage mount or a pool (such as /mnt/vm/iso), or set allow_foreign_paths: true."
+                      % (label, path, denied, what))
+
+
 def _disk_source(disk: dict, label: str, errors: list) -> None:
     """A disk's first content from a prebuilt image (module_utils/image.py checks it, here and on the host)."""
     if disk["source"] is None:
@@ -195,6 +211,7 @@ def _disks(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
         _ident(disk["pool"], label + ".pool", errors, "pool name")
         if disk["backing_file"] is not None:
             _path(disk["backing_file"], label + ".backing_file", errors, "/mnt/vm/base.qcow2")
+            _readable(disk["backing_file"], label + ".backing_file", errors, g, "backing file")
         _disk_source(disk, label, errors)
         if (disk["pool"], disk["name"]) in seen:
             errors.append("%s: %s/%s is listed twice." % (label, disk["pool"], disk["name"]))
@@ -227,6 +244,7 @@ def _cdroms(g: dict, spec: dict, name: str, errors: list, var: str) -> None:
     g["cdroms"] = _items(g, "cdroms", CDROM_DEFAULTS, errors, var)
     for i, cd in enumerate(g["cdroms"]):
         _path(cd["path"], "%s.cdroms[%d]" % (var, i), errors, "/mnt/vm/iso/%s.iso" % name)
+        _readable(cd["path"], "%s.cdroms[%d]" % (var, i), errors, g, "cdrom")
         cd["bus"] = cd_bus
         cd["dev"] = _dev("sd", sata + i) if cd_bus == "sata" else _dev("hd", i)
 

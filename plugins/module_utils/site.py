@@ -123,6 +123,11 @@ def _exposure(g: dict, label: str, owned: dict, errors: list) -> None:
         if held:
             errors.append("%s.cdroms[%d]: %s is the %s of %s; a cdrom must be an ISO image, not guest data."
                           % (label, i, cd["path"], held[1], held[0]))
+    for i, disk in enumerate(g["disks"]):
+        held = owned.get(disk["backing_file"]) if disk["backing_file"] else None
+        if held:
+            errors.append("%s.disks[%d].backing_file: %s is the %s of %s; a backing file must be a base image of "
+                          "its own, never a guest's live data." % (label, i, disk["backing_file"], held[1], held[0]))
     for i, fs in enumerate(g["filesystems"]):
         source = str(fs["source"])
         if fs["allow_system_dir"]:

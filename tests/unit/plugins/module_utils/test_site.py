@@ -3,6 +3,7 @@ string a spec can hold either reaches the domain XML verbatim or is refused nami
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -357,3 +358,22 @@ def test_each_guest_owns_libvirts_nvram_file_of_its_name():
         "a": ["/mnt/vm/a.qcow2", "/var/lib/libvirt/qemu/nvram/a_VARS.fd"],
         "b": ["/mnt/vm/b.qcow2", "/var/lib/libvirt/qemu/nvram/b_VARS.fd"],
         "c": ["/mnt/vm/c.qcow2", "/mnt/vm/c_VARS.fd"]}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"cdroms": ["/dev/sda"]}, r"guest_spec\[a\]\.cdroms\[0\]: /dev/sda lies in /dev; a guest would read host data"),
+    ({"cdroms": ["/etc/shadow"]}, r"cdroms\[0\]: /etc/shadow lies in /etc"),
+    ({"cdroms": ["/var/lib/libvirt/qemu/nvram/b_VARS.fd"]}, r"lies in /var/lib/libvirt/qemu"),
+    ({"disks": [{"name": "a.qcow2", "size": "1G", "backing_file": "/dev/vg0/root"}]},
+     r"disks\[0\]\.backing_file: /dev/vg0/root lies in /dev; .* as its backing file"),
+    ({"disks": [{"name": "a.qcow2", "size": "1G", "backing_file": "/mnt/vm/b.qcow2"}]},
+     r"disks\[0\]\.backing_file: /mnt/vm/b\.qcow2 is the disk of guest b; a backing file must be a base image"),
+])
+def test_cdroms_and_backing_files_never_read_system_places_or_guest_data(fields, message):
+    errors = errors_of([small("a", **fields), small("b")])
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
+
+
+def test_cdroms_from_distributions_and_the_opt_in_pass():
+    assert errors_of([small("a", cdroms=["/usr/share/virtio-win/virtio-win.iso"])]) == []
+    assert errors_of([small("a", cdroms=["/dev/sr0"], allow_foreign_paths=True)]) == []
