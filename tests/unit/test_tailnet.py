@@ -128,8 +128,8 @@ def test_iptables_keeps_other_networks_rules_and_drops_those_of_networks_gone():
     assert hook.iptables_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == ([3], [])
     assert hook.iptables_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == ([3], [])
     # This network's route changed: only its own rule is replaced (and the stale one goes).
-    assert hook.iptables_plan(listing, "tailscale0", "virbr0", ["192.168.122.0/25"], both) == ([3, 1],
-                                                                                            ["192.168.122.0/25"])
+    changed = hook.iptables_plan(listing, "tailscale0", "virbr0", ["192.168.122.0/25"], both)
+    assert changed == ([3, 1], ["192.168.122.0/25"])
 
 
 def test_nft_keeps_other_networks_rules_and_drops_those_of_networks_gone():

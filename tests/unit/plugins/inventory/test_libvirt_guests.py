@@ -253,6 +253,10 @@ class Vanished(libvirt.libvirtError):
         return libvirt.VIR_ERR_NO_DOMAIN
 
 
+def vanish(_flags=0):
+    raise Vanished()
+
+
 def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, monkeypatch):
     """community.libvirt lists the guests on its own connection, then this plugin lists them again:
     a guest defined in between, and one undefined in between, are simply left out."""
@@ -262,7 +266,7 @@ def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, mo
         conn = FakeConnection()
         if connections:  # the plugin's own listing, after community.libvirt's
             gone = conn.domains[2]
-            gone.XMLDesc = lambda _flags=0: (_ for _ in ()).throw(Vanished())
+            gone.XMLDesc = vanish
             conn.domains.append(FakeDomain("newcomer", "5abcc79e-0000-0000-0000-00000000000f", 1, DOMAIN.format(
                 name="newcomer", uuid="uf", cputune="", mac="52:54:00:00:00:0f", extra="")))
         connections.append(conn)
