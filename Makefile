@@ -75,7 +75,7 @@ BENCH_PORT ?= 22230
 BENCH_RUNS ?= 3
 # BENCH_ARGS=--boot also times the three guests' boot (the demo's guests run the guest OS).
 BENCH_ARGS ?=
-bench: venv image
+bench: venv image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
 	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml >/dev/null
 	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS) $(BENCH_ARGS)
