@@ -145,6 +145,8 @@ SUMMARY_ROWS = [
     ("interrupted runs recovered", "interrupted runs recovered"),
     ("misbehaving disk sources refused in bounded time", "misbehaving sources refused"),
     ("device merge cases defined by libvirt, then changed=0", "device merge cases defined"),
+    ("tailnet hook faults with the network kept up", "hook faults survived"),
+    ("link swaps refused during the admins' config write", "link swaps survived"),
     ("bytes of guest data compared (apparent sizes)", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),
 ]

@@ -8,6 +8,7 @@ trees; kvmlab.hypervisor.host_info only wires them to the real system.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -173,6 +174,8 @@ def _path_problem(path: str, is_dir: bool, uid: int | None) -> str | None:
         return "%s is not a %s" % (path, "directory" if is_dir else "regular file")
     if uid is not None and st.st_uid != uid:
         return "%s belongs to uid %d, not to the user (uid %d)" % (path, st.st_uid, uid)
+    if not is_dir and st.st_nlink != 1:
+        return "%s has other hard links" % path
     return None
 
 
@@ -204,3 +207,115 @@ def parse_uri_default(text: str) -> str | None:
         if match:
             found = match.group(2)
     return found
+
+
+URI_LINE = re.compile(r"^\s*#?\s*uri_default\s*=")
+SAFE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'\\]*$")
+
+
+class ConfigRefused(Exception):
+    """A part of the client config path is not the user's own real directory (or file)."""
+
+
+def _open_dir(parent: int, name: str, owner: tuple[int, int], check: bool) -> int | None:
+    """Open `name` under the directory fd `parent` without following a link, making it (0755,
+    `owner`'s (uid, gid)) when missing. None in check mode for a directory that would be made."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=parent)
+    except FileNotFoundError:
+        if check:
+            return None
+        os.mkdir(name, 0o755, dir_fd=parent)
+        fd = os.open(name, flags, dir_fd=parent)  # a link swapped in since: ELOOP below
+        os.fchown(fd, *owner)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ConfigRefused("%s is a symbolic link or not a directory" % name) from None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != owner[0]:
+        os.close(fd)
+        raise ConfigRefused("%s belongs to uid %d, not to the user (uid %d)" % (name, st.st_uid, owner[0]))
+    return fd
+
+
+def _read_conf(parent: int, uid: int) -> str:
+    """The user's libvirt.conf in the directory fd `parent` ("" when missing), read without
+    following a link; refused when it is not a regular file of the user's own with one link."""
+    try:
+        conf = os.open("libvirt.conf", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigRefused("libvirt.conf is a symbolic link") from None
+        raise
+    with os.fdopen(conf, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
+            raise ConfigRefused("libvirt.conf is not a regular file of the user's own")
+        if st.st_nlink != 1:  # its content may be another file's (a hard link)
+            raise ConfigRefused("libvirt.conf has other hard links")
+        return handle.read(1 << 20).decode("utf-8", "replace")
+
+
+def _replace_conf(parent: int, text: str, owner: tuple[int, int]) -> None:
+    """Write libvirt.conf in the directory fd `parent` as a new file renamed over the old one."""
+    tmp = ".libvirt.conf.kvmlab-%d" % os.getpid()
+    try:
+        os.unlink(tmp, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+    try:
+        os.fchown(fd, *owner)
+        os.fchmod(fd, 0o644)
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, "libvirt.conf", src_dir_fd=parent, dst_dir_fd=parent)
+
+
+def set_client_uri(home: str, owner: tuple[int, int], uri: str, check: bool) -> tuple[str, str]:
+    """Make the user's ~/.config/libvirt/libvirt.conf set uri_default = "uri", keeping its other
+    lines; return (before, after). `owner` is the user's (uid, gid). Every part is opened through
+    the descriptor of its parent, never following a link (O_NOFOLLOW), and checked to be the
+    user's own after it is opened, so a link swapped in at any moment makes the write fail instead
+    of landing elsewhere; the file is written as a new file beside the old one (O_EXCL) and renamed
+    over it, never through the old one; a file with other hard links is refused (its content may
+    be another file's). Raises ConfigRefused, naming the part."""
+    if not SAFE_URI.match(uri):
+        raise ValueError("%r is not a plain libvirt URI (no spaces, quotes or backslashes)" % uri)
+    try:
+        fds = [os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)]
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise ConfigRefused("the home %s is missing, a symbolic link or not a directory" % home) from None
+        raise
+    try:
+        if os.fstat(fds[0]).st_uid not in (owner[0], 0):
+            raise ConfigRefused("%s belongs to neither the user nor root" % home)
+        for name in (".config", "libvirt"):
+            fd = _open_dir(fds[-1], name, owner, check)
+            if fd is None:  # check mode: it would be made
+                break
+            fds.append(fd)
+        made = len(fds) == 3
+        before = _read_conf(fds[-1], owner[0]) if made else ""
+        lines = before.splitlines()
+        matches = [i for i, line in enumerate(lines) if URI_LINE.match(line)]
+        if matches:
+            lines[matches[-1]] = 'uri_default = "%s"' % uri
+        else:
+            lines.append('uri_default = "%s"' % uri)
+        after = "\n".join(lines) + "\n"
+        if after != before and not check:
+            _replace_conf(fds[-1], after, owner)
+        return before, after
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -62,20 +62,20 @@ def test_bad_routes_and_interface_are_named():
 
 
 def test_iptables_rule_is_made_before_libvirts_jumps_once():
-    assert hook.iptables_plan(IPT_WITHOUT, "tailscale0", "virbr0", [ROUTE]) == ([], [ROUTE])
-    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [ROUTE]) == ([], [])
+    assert hook.iptables_plan(IPT_WITHOUT, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [ROUTE])
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [])
     below = IPT_WITHOUT + OURS_IPT + "\n"
-    assert hook.iptables_plan(below, "tailscale0", "virbr0", [ROUTE]) == ([4], [ROUTE])
+    assert hook.iptables_plan(below, "tailscale0", "virbr0", [ROUTE]) [:2] == ([4], [ROUTE])
     # A route no longer advertised: its rule goes.
-    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", []) == ([1], [])
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", []) [:2] == ([1], [])
 
 
 def test_nft_rule_is_made_at_the_top_of_libvirts_chain_again_after_libvirt_inserts_its_own():
     assert hook.nft_backend(NFT_LIBVIRT, "virbr0") and not hook.nft_backend(NFT_LIBVIRT, "virbr1")
     assert not hook.nft_backend(OURS_NFT, "virbr0")
-    assert hook.nft_plan(NFT_LIBVIRT, "tailscale0", "virbr0", [ROUTE]) == ([], [ROUTE])
-    assert hook.nft_plan(NFT_WITH, "tailscale0", "virbr0", [ROUTE]) == ([], [])
-    assert hook.nft_plan(NFT_BELOW, "tailscale0", "virbr0", [ROUTE]) == (["10"], [ROUTE])
+    assert hook.nft_plan(NFT_LIBVIRT, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [ROUTE])
+    assert hook.nft_plan(NFT_WITH, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [])
+    assert hook.nft_plan(NFT_BELOW, "tailscale0", "virbr0", [ROUTE]) [:2] == (["10"], [ROUTE])
 
 
 def test_the_hook_ignores_libvirts_other_operations(monkeypatch):
@@ -125,11 +125,11 @@ def test_iptables_keeps_other_networks_rules_and_drops_those_of_networks_gone():
     removes those of a bridge no longer in the settings."""
     listing = "-P FORWARD ACCEPT\n%s\n%s\n%s\n" % (OURS_IPT, OTHER_IPT, GONE_IPT) + IPT_WITHOUT.split("\n", 1)[1]
     both = {"virbr0", "virbr1"}
-    assert hook.iptables_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == ([3], [])
-    assert hook.iptables_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == ([3], [])
+    assert hook.iptables_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == ([3], [], [GONE_IPT])
+    assert hook.iptables_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == ([3], [], [GONE_IPT])
     # This network's route changed: only its own rule is replaced (and the stale one goes).
     changed = hook.iptables_plan(listing, "tailscale0", "virbr0", ["192.168.122.0/25"], both)
-    assert changed == ([3, 1], ["192.168.122.0/25"])
+    assert changed == ([3, 1], ["192.168.122.0/25"], [GONE_IPT, OURS_IPT])
 
 
 def test_nft_keeps_other_networks_rules_and_drops_those_of_networks_gone():
@@ -138,5 +138,50 @@ def test_nft_keeps_other_networks_rules_and_drops_those_of_networks_gone():
     gone = OURS_NFT.replace("virbr0", "virbr9").replace("handle 10", "handle 12")
     listing = NFT_LIBVIRT.replace("# handle 2\n", "# handle 2\n" + OURS_NFT + other + gone)
     both = {"virbr0", "virbr1"}
-    assert hook.nft_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == (["12"], [])
-    assert hook.nft_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == (["12"], [])
+    assert hook.nft_plan(listing, "tailscale0", "virbr0", [ROUTE], both) == (["12"], [], [gone.strip()])
+    assert hook.nft_plan(listing, "tailscale0", "virbr1", ["192.168.100.0/24"], both) == (["12"], [], [gone.strip()])
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_remove_takes_the_hook_first_every_rule_of_ours_then_the_settings(monkeypatch, tmp_path, capsys, check):
+    """Turning the tailnet off: the hook goes first (libvirt cannot make the rules again), then our
+    rules in both backends (libvirt's and other tools' stay), the settings file last."""
+    config, hook_file = tmp_path / "kvmlab-tailnet.json", tmp_path / "50-kvmlab-tailnet"
+    config.write_text("{}")
+    hook_file.write_text("#!/usr/bin/python3\n")
+    monkeypatch.setattr(hook, "CONFIG", str(config))
+    monkeypatch.setenv("KVMLAB_TAILNET_HOOK", str(hook_file))
+    listings = {"nft": NFT_WITH, "iptables": "-P FORWARD ACCEPT\n%s\n%s\n" % (OURS_IPT, OTHER_IPT)
+                + IPT_WITHOUT.split("\n", 1)[1]}
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        listing = listings[argv[0]] if "-S" in argv or "list" in argv else ""
+        return hook.subprocess.CompletedProcess(argv, 0, listing, "")
+
+    monkeypatch.setattr(hook, "run", run)
+    assert hook.main(["-c", "-", "remove-check" if check else "remove"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    verb = "would remove" if check else "removed"
+    assert out[0] == "%s %s" % (verb, hook_file) and out[-1] == "%s %s" % (verb, config)
+    assert len(out) == 5  # the hook, one nft rule, two iptables rules, the settings
+    deletes = [c for c in calls if "delete" in c or "-D" in c]
+    if check:
+        assert deletes == [] and hook_file.exists() and config.exists()
+    else:
+        assert deletes == [["nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", "10"],
+                           ["iptables", "-w", "-D", "FORWARD", "2"], ["iptables", "-w", "-D", "FORWARD", "1"]]
+        assert not hook_file.exists() and not config.exists()
+
+
+def test_remove_keeps_the_settings_when_a_rule_cannot_be_removed(monkeypatch, tmp_path):
+    """The settings file is what the role's removal is keyed on: it stays until every rule is gone."""
+    config = tmp_path / "kvmlab-tailnet.json"
+    config.write_text("{}")
+    monkeypatch.setattr(hook, "CONFIG", str(config))
+    monkeypatch.setenv("KVMLAB_TAILNET_HOOK", str(tmp_path / "absent"))
+    monkeypatch.setattr(hook, "run", lambda argv: hook.subprocess.CompletedProcess(
+        argv, 0 if "-S" in argv else 1, IPT_WITH if "-S" in argv else "", "refused"))
+    assert hook.main(["-c", "-", "remove"]) == 1
+    assert config.exists()

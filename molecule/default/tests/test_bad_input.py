@@ -267,6 +267,19 @@ def test_preflight_rejects_missing_admin_user(site):
     assert run.changed == 0, run
 
 
+@pytest.mark.parametrize("uri", ['qemu:///system"\nuri_default = "test:///default', "qemu:///system extra",
+                                 "no-scheme"])
+def test_preflight_rejects_a_default_uri_that_could_change_the_client_config(host, site, summary, uri):
+    conf = "/home/kvmlab/.config/libvirt/libvirt.conf"
+    before = host.check_output("sha256sum %s" % conf)
+    run = site("-e", json.dumps({"host_libvirt_uri_default": uri}))
+    assert run.rc != 0 and run.changed == 0, run
+    assert "host_libvirt_uri_default: %s is not a plain libvirt URI" % json.dumps(uri) in " ".join(
+        (run.stdout + run.stderr).split()), run
+    assert host.check_output("sha256sum %s" % conf) == before
+    summary["bad inputs refused"] += 1
+
+
 def test_preflight_rejects_unsupported_os(host, site):
     host.run_test("printf 'ID=fedora\\nVERSION_ID=41\\nPRETTY_NAME=\"Fedora Linux 41\"\\n' "
                   "> /run/fake-os-release && mount --bind /run/fake-os-release /etc/os-release")

@@ -14,6 +14,10 @@
 # are made again each time it does: libvirt runs this file from hooks/network.d as
 #   kvmlab-tailnet NETWORK started begin -        (other operations are ignored)
 # and the role runs it as `kvmlab-tailnet NETWORK ensure` (or `check`, which changes nothing).
+# When the tailnet is turned off, the role runs its own copy as `kvmlab-tailnet - remove` (or
+# `remove-check`): this file first (so that libvirt cannot make the rules again), then every rule
+# of ours in both backends, then the settings file last, so that a run killed halfway leaves the
+# settings behind and the next run finishes the removal.
 # It prints one line per change (or, for check, per change it would make); for the role, exit 1
 # on failure. Run by libvirt (`started`), it never fails: libvirt stops a network whose hook
 # fails, which would cut every guest on it off, so any error of its own (a missing, empty or
@@ -56,7 +60,7 @@ def _rule_bridge(rule, flag):
 
 
 def nft_plan(listing, interface, bridge, routes, bridges=None):
-    """(handles of our rules to delete, rules to insert) for `nft -a list chain` output: this
+    """(handles of our rules to delete, routes to insert, the deleted rules) for `nft -a list chain` output: this
     network's rules must all come first in the chain, one per route; the rules of bridges that are
     no longer in the settings (`bridges`, default this one only) go. Other networks' rules stay."""
     rules = [line.strip() for line in listing.splitlines()
@@ -69,11 +73,11 @@ def nft_plan(listing, interface, bridge, routes, bridges=None):
     routes_found = sorted(r.split('comment "%s ' % MARK)[1].split('"')[0] for r in found)
     ok = routes_found == sorted(routes) and len(mine) == len(found) and all(i < first_other for i, _r in mine)
     delete = ([] if ok else [r for _i, r in mine]) + stale
-    return [r.rsplit("# handle ", 1)[1].split()[0] for r in delete], [] if ok else list(routes)
+    return [r.rsplit("# handle ", 1)[1].split()[0] for r in delete], [] if ok else list(routes), delete
 
 
 def iptables_plan(listing, interface, bridge, routes, bridges=None):
-    """(line numbers of our rules to delete, highest first; rules to insert) for `iptables -S FORWARD`
+    """(line numbers of our rules to delete, highest first; routes to insert; the deleted rules) for `iptables -S FORWARD`
     output: this network's rules must all come before libvirt's jumps, one per route; the rules of
     bridges no longer in the settings (`bridges`, default this one only) go. Other networks' stay."""
     rules = [line for line in listing.splitlines() if line.startswith("-A ")]
@@ -84,8 +88,8 @@ def iptables_plan(listing, interface, bridge, routes, bridges=None):
     wanted = {route: "-A FORWARD -d %s -i %s -o %s -m comment --comment \"%s\" -j ACCEPT"
               % (route, interface, bridge, comment(route)) for route in routes}
     ok = sorted(r for _n, r in mine) == sorted(wanted.values()) and all(n < first_libvirt for n, _r in mine)
-    delete = ([] if ok else [n for n, _r in mine]) + stale
-    return sorted(set(delete), reverse=True), [] if ok else list(routes)
+    delete = sorted(set(([] if ok else [n for n, _r in mine]) + stale), reverse=True)
+    return delete, [] if ok else list(routes), [rules[n - 1] for n in delete]
 
 
 def ensure(network, check):
@@ -98,7 +102,7 @@ def ensure(network, check):
     bridges = {n["bridge"] for n in config["networks"].values() if n}
     nft = run(["nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input"])
     if nft.returncode == 0 and nft_backend(nft.stdout, bridge):
-        delete, insert = nft_plan(nft.stdout, interface, bridge, routes, bridges)
+        delete, insert, removed = nft_plan(nft.stdout, interface, bridge, routes, bridges)
         commands = [["nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", h] for h in delete]
         commands += [["nft", "insert", "rule", "ip", "libvirt_network", "guest_input", "iifname", '"%s"' % interface,
                       "oifname", '"%s"' % bridge, "ip", "daddr", route, "counter", "accept", "comment",
@@ -109,10 +113,12 @@ def ensure(network, check):
             sys.stderr.write("%s: neither libvirt's nftables chain nor iptables' FORWARD chain can be read: %s\n"
                              % (MARK, (nft.stderr + listing.stderr).strip()))
             return 1
-        delete, insert = iptables_plan(listing.stdout, interface, bridge, routes, bridges)
+        delete, insert, removed = iptables_plan(listing.stdout, interface, bridge, routes, bridges)
         commands = [["iptables", "-w", "-D", "FORWARD", str(n)] for n in delete]
         commands += [["iptables", "-w", "-I", "FORWARD", "1", "-i", interface, "-o", bridge, "-d", route,
                       "-m", "comment", "--comment", comment(route), "-j", "ACCEPT"] for route in insert]
+    for rule in removed:
+        print("%s %s: the rule %s" % ("would remove" if check else "removed", network, rule))
     for route in insert:
         verb = "would allow" if check else "allowed"
         print("%s %s: new connections from %s to %s on %s" % (verb, network, interface, route, bridge))
@@ -123,6 +129,46 @@ def ensure(network, check):
         if done.returncode != 0:
             sys.stderr.write("%s: %s failed: %s\n" % (MARK, " ".join(command), done.stderr.strip()))
             return 1
+    return 0
+
+
+def _our_rules():
+    """(backend, listing command, delete command per rule) for every rule of ours, in both backends."""
+    found = []
+    nft = run(["nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input"])
+    if nft.returncode == 0:
+        for line in nft.stdout.splitlines():
+            if 'comment "%s ' % MARK in line and "# handle " in line:
+                handle = line.rsplit("# handle ", 1)[1].split()[0]
+                found.append((line.strip(), ["nft", "delete", "rule", "ip", "libvirt_network", "guest_input",
+                                             "handle", handle]))
+    listing = run(["iptables", "-w", "-S", "FORWARD"])
+    if listing.returncode == 0:
+        rules = [line for line in listing.stdout.splitlines() if line.startswith("-A ")]
+        ours = [(n + 1, r) for n, r in enumerate(rules) if '--comment "%s ' % MARK in r]
+        found += [(r, ["iptables", "-w", "-D", "FORWARD", str(n)]) for n, r in reversed(ours)]
+    return found
+
+
+def remove(check):
+    """Remove this hook, every rule of ours and the settings (in that order); print each removal."""
+    verb = "would remove" if check else "removed"
+    hook = os.environ.get("KVMLAB_TAILNET_HOOK", "/etc/libvirt/hooks/network.d/50-kvmlab-tailnet")
+    if os.path.lexists(hook):
+        print("%s %s" % (verb, hook))
+        if not check:
+            os.unlink(hook)
+    for rule, command in _our_rules():
+        print("%s the rule %s" % (verb, rule))
+        if not check:
+            done = run(command)
+            if done.returncode != 0:
+                sys.stderr.write("%s: %s failed: %s\n" % (MARK, " ".join(command), done.stderr.strip()))
+                return 1
+    if os.path.lexists(CONFIG):
+        print("%s %s" % (verb, CONFIG))
+        if not check:
+            os.unlink(CONFIG)
     return 0
 
 
@@ -150,13 +196,16 @@ def started(network):
 
 def main(argv):
     if len(argv) < 3:
-        sys.stderr.write("usage: %s NETWORK ensure|check|started ...\n" % argv[0])
+        sys.stderr.write("usage: %s NETWORK ensure|check|started ... | %s - remove|remove-check\n"
+                         % (argv[0], argv[0]))
         return 0 if len(argv) >= 3 and argv[2] == "started" else 2
     network, operation = argv[1], argv[2]
     if operation == "started":
         return started(network)
     if operation in ("ensure", "check"):
         return ensure(network, check=operation == "check")
+    if operation in ("remove", "remove-check"):
+        return remove(check=operation == "remove-check")
     return 0
 
 

@@ -198,3 +198,98 @@ def test_client_config_is_written_only_along_real_paths_of_the_users_own(tmp_pat
         os.chown(home / ".config", 4242, 4242)
         assert host_info.config_problem(str(home), uid) == (
             "%s belongs to uid 4242, not to the user (uid 0)" % (home / ".config"))
+
+
+# The client config writer: real files in a temporary home, as the running user.
+UID, GID = os.getuid(), os.getgid()
+URI = "qemu:///system"
+
+
+def _conf(home):
+    return home / ".config" / "libvirt" / "libvirt.conf"
+
+
+def test_client_uri_is_made_from_nothing_then_left_alone(tmp_path):
+    before, after = host_info.set_client_uri(str(tmp_path), (UID, GID), URI, check=True)
+    assert (before, after) == ("", 'uri_default = "qemu:///system"\n')
+    assert not (tmp_path / ".config").exists()  # check mode makes nothing
+    host_info.set_client_uri(str(tmp_path), (UID, GID), URI, check=False)
+    assert _conf(tmp_path).read_text() == 'uri_default = "qemu:///system"\n'
+    assert oct(_conf(tmp_path).stat().st_mode & 0o777) == "0o644"
+    assert oct((tmp_path / ".config" / "libvirt").stat().st_mode & 0o777) == "0o755"
+    assert host_info.set_client_uri(str(tmp_path), (UID, GID), URI, check=False) == (after, after)
+    assert [p.name for p in (tmp_path / ".config" / "libvirt").iterdir()] == ["libvirt.conf"]  # no temp left
+
+
+def test_client_uri_keeps_the_other_lines_and_replaces_the_last_setting(tmp_path):
+    _conf(tmp_path).parent.mkdir(parents=True)
+    _conf(tmp_path).write_text('# mine\n#uri_default = "test:///default"\nkeepalive_interval = 5\n')
+    after = host_info.set_client_uri(str(tmp_path), (UID, GID), URI, check=False)[1]
+    assert after == '# mine\nuri_default = "qemu:///system"\nkeepalive_interval = 5\n'
+    assert host_info.parse_uri_default(_conf(tmp_path).read_text()) == URI
+
+
+@pytest.mark.parametrize("part", [".config", ".config/libvirt", ".config/libvirt/libvirt.conf"])
+def test_a_link_anywhere_on_the_path_is_refused_and_nothing_lands_behind_it(tmp_path, part):
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    home.mkdir()
+    outside.mkdir()
+    (home / part).parent.mkdir(parents=True, exist_ok=True)
+    target = outside / "file" if part.endswith(".conf") else outside
+    if part.endswith(".conf"):
+        target.write_text("root's\n")
+    (home / part).symlink_to(target)
+    with pytest.raises(host_info.ConfigRefused, match="symbolic link"):
+        host_info.set_client_uri(str(home), (UID, GID), URI, check=False)
+    assert sorted(p.name for p in outside.iterdir()) == (["file"] if part.endswith(".conf") else [])
+    if part.endswith(".conf"):
+        assert target.read_text() == "root's\n"
+
+
+def test_a_hard_link_to_another_file_is_refused_neither_read_nor_written(tmp_path):
+    """Where hard links to others' files are allowed (fs.protected_hardlinks=0), keeping the
+    file's lines would copy, say, /etc/shadow into a file the user reads."""
+    _conf(tmp_path).parent.mkdir(parents=True)
+    other = tmp_path / "shadow"
+    other.write_text("root:x:0:0\n")
+    os.link(other, _conf(tmp_path))
+    with pytest.raises(host_info.ConfigRefused, match="other hard links"):
+        host_info.set_client_uri(str(tmp_path), (UID, GID), URI, check=False)
+    assert other.read_text() == "root:x:0:0\n" and _conf(tmp_path).read_text() == "root:x:0:0\n"
+
+
+def test_a_link_swapped_in_after_a_directory_is_opened_does_not_redirect_the_write(tmp_path, monkeypatch):
+    """The race the old path-based write lost: the directory is checked (opened), then the user
+    replaces it with a link to a root directory. The write goes to the directory that was opened."""
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    (home / ".config" / "libvirt").mkdir(parents=True)
+    outside.mkdir()
+    real_open = os.open
+
+    def swapping_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if path == "libvirt" and not (home / ".config" / "moved").exists():
+            (home / ".config" / "libvirt").rename(home / ".config" / "moved")
+            (home / ".config" / "libvirt").symlink_to(outside)
+        return fd
+
+    monkeypatch.setattr(os, "open", swapping_open)
+    host_info.set_client_uri(str(home), (UID, GID), URI, check=False)
+    monkeypatch.undo()
+    assert list(outside.iterdir()) == []
+    assert (home / ".config" / "moved" / "libvirt.conf").read_text() == 'uri_default = "qemu:///system"\n'
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+def test_a_directory_of_another_user_is_refused(tmp_path):
+    (tmp_path / ".config").mkdir()
+    os.chown(tmp_path / ".config", 4242, 4242)
+    with pytest.raises(host_info.ConfigRefused, match="belongs to uid 4242"):
+        host_info.set_client_uri(str(tmp_path), (1000, 1000), URI, check=False)
+
+
+@pytest.mark.parametrize("uri", ['qemu:///system"\nuri_default = "x', "qemu:///sys tem", "no-scheme", "a://b\\c"])
+def test_a_uri_that_could_change_the_file_is_refused(tmp_path, uri):
+    with pytest.raises(ValueError, match="not a plain libvirt URI"):
+        host_info.set_client_uri(str(tmp_path), (UID, GID), uri, check=False)
+    assert list(tmp_path.iterdir()) == []
