@@ -171,7 +171,8 @@ MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_g
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
                 "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source",
                 "test_disk_source_misbehaving", "test_device_merges", "test_new_vm",
-                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_two_hosts",
+                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_modular_daemons",
+                "test_two_hosts",
                 # Scenario guests: look inside first; the tests that restart the guests come last.
                 "test_inside", "test_reach_by_name", "test_tailnet", "test_boot", "test_secure_boot_enforced",
                 "test_guest_data", "test_shutdown"]

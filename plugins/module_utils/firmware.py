@@ -102,10 +102,22 @@ def _uefi_targets(desc: dict, arch: str) -> list[list[str]]:
     return [t.get("machines", []) for t in desc.get("targets", []) if t.get("architecture") == arch]
 
 
+def installed(desc: dict) -> bool:
+    """Whether the firmware files a descriptor names exist. Arch's edk2-ovmf (202608) ships
+    descriptors of IA32 firmware (80-/81-edk2-ovmf-ia32-on-x86_64*.json) whose files under
+    /usr/share/edk2/ia32/ it does not build: such a descriptor offers nothing."""
+    mapping = desc.get("mapping", {})
+    files = [mapping.get(key, {}).get("filename") for key in ("executable", "nvram-template")]
+    return all(os.path.isfile(f) for f in files if f)
+
+
 def matching(descs: list[dict], arch: str, machine: str, secure: bool, enrolled: bool) -> list[str]:
-    """Files of the UEFI descriptors for `arch` and `machine` with exactly these two features."""
+    """Files of the UEFI descriptors for `arch` and `machine` with exactly these two features,
+    whose firmware files are installed."""
     found = []
     for desc in descs:
+        if not installed(desc):
+            continue
         features = set(desc.get("features", []))
         if secure != ("secure-boot" in features) or enrolled != ("enrolled-keys" in features):
             continue
@@ -151,7 +163,7 @@ def plan(descs: list[dict], arch: str = "x86_64", directory: str = ENROLLED_DIR,
         if not is_own(desc, descriptor_dir) and "secure-boot" in features and "enrolled-keys" in features:
             return {"state": "distribution", "descriptor": desc["_file"]}
     sources = [d for d in q35 if not is_own(d, descriptor_dir) and "secure-boot" in d.get("features", [])
-               and "enrolled-keys" not in d.get("features", []) and _template(d)]
+               and "enrolled-keys" not in d.get("features", []) and _template(d) and installed(d)]
     if not sources:
         return {"state": "no-template" if q35 else "no-firmware"}
     source = sources[0]

@@ -45,12 +45,17 @@ def test_the_admins_real_config_is_still_converged(host, site):
 
 # The user swaps ~/.config/libvirt between their real directory and a link to a root directory,
 # as fast as they can, while root writes their config again and again with the module's code.
-SWAPPER = f"""cd {ADMIN_HOME}/.config
-mkdir -p real-libvirt
-while :; do
-  mv -T libvirt real-libvirt 2>/dev/null || true; ln -sfn {TARGET} libvirt
-  rm -f libvirt; mv -T real-libvirt libvirt 2>/dev/null || true
-done
+SWAPPER = f"""import os
+os.chdir("{ADMIN_HOME}/.config")
+i = 0
+while True:
+    i += 1
+    for step in (lambda: os.rename("libvirt", "away-%d" % i), lambda: os.symlink("{TARGET}", "libvirt"),
+                 lambda: os.unlink("libvirt"), lambda: os.rename("away-%d" % i, "libvirt")):
+        try:
+            step()
+        except OSError:
+            pass
 """
 WRITER = """import collections, os, pwd, sys, time
 sys.path.insert(0, "/run/kvmlab-race")
@@ -76,7 +81,7 @@ def test_a_link_swapped_in_during_the_write_never_redirects_a_root_write(host, s
     host.run_test("mkdir -p /run/kvmlab-race && mkdir -m 0755 -p %s" % TARGET)
     with open(module_utils, encoding="utf-8") as handle:
         host.run_test("cat > /run/kvmlab-race/host_info.py <<'EOF'\n%sEOF" % handle.read())
-    host.run_test("systemd-run --unit kvmlab-race-swapper --uid kvmlab sh -c %s" % shlex.quote(SWAPPER))
+    host.run_test("systemd-run --unit kvmlab-race-swapper --uid kvmlab python3 -c %s" % shlex.quote(SWAPPER))
     try:
         seen = host.check_output("timeout 120 python3 -c %s" % shlex.quote(WRITER % 3000))
     finally:
@@ -89,7 +94,7 @@ def test_a_link_swapped_in_during_the_write_never_redirects_a_root_write(host, s
     # The admin's directory is back (the swapper may have stopped at either state), and the site
     # converges it to the right URI again.
     host.run_test("cd %s/.config && if [ -L libvirt ] || [ ! -e libvirt ]; then rm -f libvirt; "
-                  "mv -T real-libvirt libvirt; fi; rm -rf real-libvirt %s" % (ADMIN_HOME, TARGET))
+                  "mv -T \"$(ls -d away-* | head -1)\" libvirt; fi; rm -rf away-* %s" % (ADMIN_HOME, TARGET))
     run = run_site()
     assert run.rc == 0 and run.changed == 1, run
     assert host.file(ADMIN_HOME + "/.config/libvirt/libvirt.conf").contains('uri_default = "qemu:///system"')

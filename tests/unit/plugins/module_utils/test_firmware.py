@@ -25,7 +25,12 @@ GOOD = {"interface-types": ["uefi"], "features": ["secure-boot", "enrolled-keys"
 ])
 def test_a_malformed_descriptor_is_skipped_and_named(tmp_path, text, why):
     (tmp_path / "10-bad.json").write_text(text)
-    (tmp_path / "20-good.json").write_text(json.dumps(GOOD))
+    (tmp_path / "fw").mkdir()
+    (tmp_path / "fw" / "c.fd").write_bytes(b"code")
+    (tmp_path / "fw" / "v.fd").write_bytes(b"vars")
+    good = dict(GOOD, mapping={"device": "flash", "executable": {"filename": str(tmp_path / "fw" / "c.fd")},
+                               "nvram-template": {"filename": str(tmp_path / "fw" / "v.fd")}})
+    (tmp_path / "20-good.json").write_text(json.dumps(good))
     skipped: list[str] = []
     found = firmware.descriptors([str(tmp_path)], skipped)
     assert [d["_file"] for d in found] == [str(tmp_path / "20-good.json")]
@@ -43,3 +48,22 @@ def test_an_empty_file_masks_without_a_warning(tmp_path):
     (second / "50-x.json").write_text(json.dumps(GOOD))
     skipped: list[str] = []
     assert firmware.descriptors([str(first), str(second)], skipped) == [] and skipped == []
+
+
+def test_a_descriptor_whose_firmware_files_are_missing_offers_nothing(tmp_path):
+    """Arch's edk2-ovmf 202608 ships 80-edk2-ovmf-ia32-on-x86_64-secure-4m.json, for q35 and
+    Secure Boot, naming /usr/share/edk2/ia32/ files it never builds: neither a guest's firmware
+    check nor the enrolled-keys plan may take it."""
+    (tmp_path / "c.fd").write_bytes(b"code")
+    (tmp_path / "v.fd").write_bytes(b"vars")
+    present = dict(GOOD, features=["secure-boot"], _file=str(tmp_path / "50-x.json"),
+                   mapping={"device": "flash", "executable": {"filename": str(tmp_path / "c.fd")},
+                            "nvram-template": {"filename": str(tmp_path / "v.fd")}})
+    absent = dict(present, _file=str(tmp_path / "40-ia32.json"),
+                  mapping={"device": "flash", "executable": {"filename": str(tmp_path / "ia32" / "c.fd")},
+                           "nvram-template": {"filename": str(tmp_path / "ia32" / "v.fd")}})
+    assert firmware.matching([absent, present], "x86_64", "pc-q35-9.2", True, False) == [present["_file"]]
+    plan = firmware.plan([absent, present], directory=str(tmp_path / "out"), descriptor_dir=str(tmp_path / "etc"))
+    assert plan["source"] == present["_file"]
+    assert firmware.plan([absent], directory=str(tmp_path / "out"), descriptor_dir=str(tmp_path / "etc"))[
+        "state"] == "no-template"
