@@ -55,37 +55,46 @@ def test_the_modules_name_arch_packages_and_paths_as_arch_has_them():
         assert "Arch: %s" % wrong not in source and "Arch %s" % wrong not in source, wrong
 
 
-def test_arch_ships_no_enrolled_keys_firmware():
-    """Why the host role must build an enrolled-keys variables store on Arch: its descriptors
-    offer Secure Boot, never with enrolled keys."""
-    descriptors = [{"interface-types": ["uefi"], "features": d["features"], "_file": name,
-                    "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}]}
-                   for name, d in FACTS["firmware"].items()]
-    found = firmware.matching
-    assert found(descriptors, "x86_64", "pc-q35-9.2", secure=True, enrolled=False) == [
-        "50-edk2-ovmf-x86_64-secure-4m.json"]
-    assert found(descriptors, "x86_64", "pc-q35-9.2", secure=True, enrolled=True) == []
-
-
-def test_on_arch_the_role_builds_enrolled_keys_from_edk2_ovmfs_secure_template(tmp_path):
-    """Arch's descriptors, as files (paths moved under tmp_path), give the module a build plan:
-    enrol into a copy of OVMF_VARS.4m.fd, keep OVMF_CODE.secboot.4m.fd; and the tool it runs
-    comes from an Arch package the role installs."""
+def arch_firmware(tmp_path):
+    """Arch's descriptors as files (paths moved under tmp_path), with the firmware files that
+    edk2-ovmf installs (not those of the descriptors it ships without them). Returns
+    (descriptor directories, moved paths, /etc/qemu/firmware's stand-in)."""
     share, etc = tmp_path / "usr-share-qemu-firmware", tmp_path / "etc-qemu-firmware"
     share.mkdir()
     moved = {}
     for name, d in FACTS["firmware"].items():
         for key in ("executable", "nvram_template"):
             path = tmp_path / d[key].lstrip("/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"\0" * 64)
+            if d.get("installed", True):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"\0" * 64)
             moved[d[key]] = str(path)
         (share / name).write_text(json.dumps({
             "interface-types": ["uefi"], "features": d["features"],
             "mapping": {"device": "flash", "executable": {"filename": moved[d["executable"]], "format": "raw"},
                         "nvram-template": {"filename": moved[d["nvram_template"]], "format": "raw"}},
             "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}]}))
-    plan = firmware.plan(firmware.descriptors((str(etc), str(share))), "x86_64", "/var/lib/kvmlab/firmware", str(etc))
+    return (str(etc), str(share)), moved, etc
+
+
+def test_arch_ships_no_enrolled_keys_firmware(tmp_path):
+    """Why the host role must build an enrolled-keys variables store on Arch: its descriptors
+    offer Secure Boot, never with enrolled keys; and the IA32 one, whose files edk2-ovmf does not
+    install, offers nothing."""
+    dirs, _moved, _etc = arch_firmware(tmp_path)
+    descriptors = firmware.descriptors(dirs)
+    assert len(descriptors) == len(FACTS["firmware"])
+    found = [Path(f).name for f in firmware.matching(descriptors, "x86_64", "pc-q35-9.2", secure=True,
+                                                     enrolled=False)]
+    assert found == ["50-edk2-ovmf-x86_64-secure-4m.json"]
+    assert firmware.matching(descriptors, "x86_64", "pc-q35-9.2", secure=True, enrolled=True) == []
+
+
+def test_on_arch_the_role_builds_enrolled_keys_from_edk2_ovmfs_secure_template(tmp_path):
+    """Arch's descriptors give the module a build plan: enrol into a copy of OVMF_VARS.4m.fd, keep
+    OVMF_CODE.secboot.4m.fd; and the tool it runs comes from an Arch package the role installs."""
+    (etc_dir, share), moved, etc = arch_firmware(tmp_path)
+    plan = firmware.plan(firmware.descriptors((etc_dir, share)), "x86_64", "/var/lib/kvmlab/firmware", etc_dir)
     assert plan["state"] == "build"
     assert plan["source_template"] == moved["/usr/share/edk2/x64/OVMF_VARS.4m.fd"]
     assert plan["template"] == "/var/lib/kvmlab/firmware/OVMF_VARS.4m.ms.fd"
@@ -95,3 +104,18 @@ def test_on_arch_the_role_builds_enrolled_keys_from_edk2_ovmfs_secure_template(t
     assert {"secure-boot", "enrolled-keys"} <= set(desc["features"])
     assert "virt-firmware" in ARCH["__host_packages"] and "virt-firmware" in FACTS["packages"]
     assert "Arch: virt-firmware" in (ROOT / "plugins" / "modules" / "firmware_enrolled_keys.py").read_text()
+
+
+def test_arch_prefers_nftables_and_enables_no_unit_so_the_role_enables_libvirtds():
+    """libvirt's firewall backend on Arch is nftables (upstream's default, not overridden): the
+    tailnet hook's nftables path is the one Arch takes. Arch's packages enable nothing, and ship
+    the modular daemons' units, which the host role stops and disables (vars/main.yml)."""
+    assert FACTS["firewall_backend_priority"][0] == "nftables"
+    hook = (ROOT / "roles" / "network" / "files" / "kvmlab-tailnet-hook.py").read_text()
+    assert '"nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input"' in hook
+    assert FACTS["units_enabled_by_package"] == [] and FACTS["modular_daemons_shipped"]
+    modular = HOST["__host_modular_units"]  # a template: the daemons, times their units' suffixes
+    for daemon in ("virtqemud", "virtnetworkd", "virtstoraged", "virtnodedevd", "virtsecretd", "virtnwfilterd",
+                   "virtinterfaced", "virtproxyd"):
+        assert "'%s'" % daemon in modular, daemon
+    assert "['.socket', '-ro.socket', '-admin.socket', '.service']" in modular
