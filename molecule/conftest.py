@@ -147,6 +147,8 @@ SUMMARY_ROWS = [
     ("device merge cases defined by libvirt, then changed=0", "device merge cases defined"),
     ("tailnet hook faults with the network kept up", "hook faults survived"),
     ("link swaps refused during the admins' config write", "link swaps survived"),
+    ("inventory listings with a guest defined and undefined under them", "inventory listings raced"),
+    ("inventory listings met a guest going and listed again", "inventory listings retried"),
     ("bytes of guest data compared (apparent sizes)", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),
 ]

@@ -181,6 +181,10 @@ def add_addresses(interfaces: list[dict], leases: dict[str, dict], reservations:
     return result
 
 
+# How many times community.libvirt's listing is tried while guests vanish under it.
+LISTINGS = 5
+
+
 def _vanished(error) -> bool:
     """Whether a libvirt error says the guest or network went away while it was listed."""
     return error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK)
@@ -197,6 +201,22 @@ class _WithoutAliasGroups:
 
     def __init__(self, inventory):
         self._inventory = inventory
+        self.added: set[str] = set()  # the hosts this listing brought (none of another source)
+
+    def add_host(self, host, *args, **kwargs):
+        if self._inventory.get_host(host) is None:
+            self.added.add(host)
+        return self._inventory.add_host(host, *args, **kwargs)
+
+    def half_listed(self) -> set[str]:
+        """The guests community.libvirt could not read (undefined under it): an ERROR variable."""
+        return {name for name in self.added if "ERROR" in self._inventory.get_host(name).vars}
+
+    def forget(self, names=None) -> None:
+        """Take the hosts this listing brought (or `names` of them) out of the inventory again."""
+        for name in set(self.added if names is None else names):
+            self._inventory.remove_host(self._inventory.get_host(name))
+            self.added.discard(name)
 
     def add_group(self, group):
         return group
@@ -282,15 +302,36 @@ class InventoryModule(LibvirtInventory):
         self._source = path
         libvirt.registerErrorHandler(_quiet, None)
         self._construct_now = False
+        view = _WithoutAliasGroups(inventory)
         try:
             # community.libvirt also makes a group per guest named after its UUID (its own TODO:
             # "Invalid characters were found in group names" on every run); those are left out.
-            super().parse(_WithoutAliasGroups(inventory), loader, path, cache=cache)
+            # A guest undefined between its calls for a guest makes its listing fail, or leaves
+            # the guest with only an ERROR variable: listed again, from scratch, up to LISTINGS
+            # times; a guest still half-listed after that is left out.
+            for attempt in range(1, LISTINGS + 1):
+                try:
+                    super().parse(view, loader, path, cache=cache)
+                except libvirt.libvirtError as e:
+                    if not _vanished(e) or attempt == LISTINGS:
+                        raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
+                    self.display.vvv("kvmlab.hypervisor.libvirt_guests: a guest went while listed (%s): listed again"
+                                     % e)
+                    view.forget()
+                    continue
+                if not view.half_listed() or attempt == LISTINGS:
+                    break
+                self.display.vvv("kvmlab.hypervisor.libvirt_guests: %s went while listed: listed again"
+                                 % ", ".join(sorted(view.half_listed())))
+                view.forget()
+            view.forget(view.half_listed())
         finally:
             self._construct_now = True
             self.inventory = inventory
 
         guests, leases, reservations, bridges = self._read_libvirt()
+        for name in view.added - set(guests):  # undefined since community.libvirt listed it
+            inventory.remove_host(inventory.get_host(name))
         for name, xml_desc in guests.items():
             if self.inventory.get_host(name) is None:
                 continue  # defined after community.libvirt's listing: the next listing has it

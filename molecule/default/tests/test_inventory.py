@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -122,3 +123,48 @@ def test_unreachable_libvirt_leaves_the_site_inventory(source, tmp_path):
     assert "Unable to parse %s" % (tmp_path / "guests.libvirt.yml") in run.stderr
     listed = json.loads(run.stdout)
     assert members(listed, "hypervisors") and not members(listed, "guests")
+
+
+RACER = ("<domain type='qemu'><name>kvmlab-racer</name><memory unit='MiB'>64</memory>"
+         "<os><type arch='x86_64'>hvm</type></os></domain>")
+# One virsh session defining and undefining the racer every 10 ms: far more churn than any host
+# sees, so that listings meet it (much faster, every listing would; the retries are bounded).
+RACE = """import subprocess, time
+virsh = subprocess.Popen(["virsh", "-c", "qemu:///system"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, text=True)
+while True:
+    for command in ("define /run/kvmlab-racer.xml", "undefine kvmlab-racer"):
+        virsh.stdin.write(command + "\\n")
+        virsh.stdin.flush()
+        time.sleep(0.01)
+"""
+
+
+def test_guests_defined_and_undefined_during_listing_never_break_the_source(host, source, summary, tmp_path):
+    """A guest defined and undefined hundreds of times a second while the source lists: every
+    listing succeeds, holds the real guests, and the racer is either absent or whole."""
+    host.run_test("cat > /run/kvmlab-racer.xml <<'EOF'\n%s\nEOF" % RACER)
+    host.run_test("systemd-run --unit kvmlab-racer python3 -c %s" % shlex.quote(RACE))
+    seen = again = 0
+    try:
+        for listing in range(30):  # until a listing met the racer going, after 5 at least
+            if listing >= 5 and again:
+                break
+            output = tmp_path / "listed.json"
+            run = ansible("ansible-inventory", "-vvv", "-i", str(source), "--list", "--output", str(output))
+            again += run.stdout.count("went while listed") + run.stderr.count("went while listed")
+            assert run.returncode == 0 and "Unable to parse" not in run.stdout + run.stderr, run.stderr
+            listed = plain(json.loads(output.read_text()))
+            assert set(GUESTS) <= members(listed, "guests"), listed
+            racer = listed["_meta"]["hostvars"].get("kvmlab-racer")
+            if racer is not None:
+                seen += 1
+                assert "ERROR" not in racer and "xml_desc" in racer and "libvirt_interfaces" in racer, racer
+            summary["inventory listings raced"] += 1
+    finally:
+        host.run("systemctl stop kvmlab-racer; systemctl reset-failed kvmlab-racer")
+        host.run(V + "undefine kvmlab-racer; rm -f /run/kvmlab-racer.xml")
+    assert host.run(V + "dominfo kvmlab-racer").rc != 0
+    # The racer flipped under the listings: some met it half-listed and listed again.
+    assert seen < listing + 1 and again > 0, (seen, again)
+    summary["inventory listings retried"] += again

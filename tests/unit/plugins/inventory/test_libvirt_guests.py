@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import libvirt
 import pytest
+from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
@@ -259,7 +260,8 @@ def vanish(_flags=0):
 
 def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, monkeypatch):
     """community.libvirt lists the guests on its own connection, then this plugin lists them again:
-    a guest defined in between, and one undefined in between, are simply left out."""
+    a guest defined in between, and one undefined in between, are left out (the one undefined
+    leaves the inventory, so no play reaches it by a stale name)."""
     connections = []
 
     def fake_open(uri):
@@ -275,8 +277,40 @@ def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, mo
     monkeypatch.setattr(libvirt, "open", fake_open)
     data, _uris = parse()
     assert data.get_host("newcomer") is None
-    assert "libvirt_addresses" not in hostvars(data, "kali")  # undefined meanwhile: no addresses made up
+    assert data.get_host("kali") is None  # undefined meanwhile: gone, no addresses made up
     assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
+
+
+def test_a_guest_undefined_during_community_libvirts_listing_is_listed_again(parse, monkeypatch):
+    """community.libvirt's listing raises when a guest goes between listAllDomains and info():
+    the source lists again (bounded) instead of failing."""
+    connections = []
+
+    def fake_open(uri):
+        conn = FakeConnection()
+        if not connections:  # the first listing: kali is undefined under it
+            conn.domains[2].info = vanish
+        else:
+            del conn.domains[2]
+        connections.append(conn)
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    data, _uris = parse()
+    assert len(connections) == 3  # community.libvirt's twice, then the plugin's own
+    assert data.get_host("kali") is None
+    assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
+
+
+def test_a_listing_that_never_settles_fails_naming_the_error(parse, monkeypatch):
+    def fake_open(uri):
+        conn = FakeConnection()
+        conn.domains[2].info = vanish
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    with pytest.raises(AnsibleError, match="libvirt_guests: Domain not found"):
+        parse()
 
 
 def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
@@ -290,3 +324,25 @@ def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
     monkeypatch.setattr(FakeConnection, "__init__", init)
     data, _uris = parse(SOURCE + "  net: libvirt_interfaces[0].network\n")
     assert hostvars(data, "win11")["net"] == hostile
+
+
+def test_a_guest_that_community_libvirt_only_half_listed_is_listed_again_or_left_out(parse, monkeypatch):
+    """community.libvirt catches a failed lookup and keeps the guest with only an ERROR variable:
+    such a guest is listed again, and left out when it stays so."""
+    def fake_open(uri):
+        conn = FakeConnection()
+        real = conn.lookupByUUIDString
+
+        def lookup(uuid):
+            if uuid.endswith("3"):  # kali: undefined, then defined again, under every listing
+                raise Vanished()
+            return real(uuid)
+
+        conn.lookupByUUIDString = lookup
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    data, _uris = parse()
+    assert data.get_host("kali") is None
+    assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
+    assert "ERROR" not in hostvars(data, "win11")
