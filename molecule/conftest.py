@@ -123,6 +123,23 @@ def guest():
     return run
 
 
+@pytest.fixture
+def name(host):
+    """A fresh guest name (the disk-source tests' throwaway guest), undefined and its files removed
+    after the test. Test modules with guests of their own define their own `name`."""
+    value = "src%s" % uuid.uuid4().hex[:6]
+    yield value
+    host.run("virsh -c qemu:///system undefine %s --nvram" % value)
+    host.run("rm -f /mnt/vm/%s* /mnt/vm/.%s*" % (value, value))
+
+
+def disk_source_spec(name: str, source: dict) -> dict:
+    """A small shut-off BIOS guest whose one disk is prepared from `source`."""
+    return {"name": name, "state": "shutdown", "firmware": "bios", "virt_type": "qemu", "memory": "128M",
+            "vcpus": 1, "graphics": "none", "video": "none",
+            "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M", "source": source}]}
+
+
 @pytest.fixture(scope="module")
 def guests(host):
     """The demo's three guests booted into the guest OS (scenario guests): every agent answers
@@ -173,8 +190,8 @@ MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_g
                 "test_hostile_names", "test_guest_states", "test_workstation_check", "test_drift", "test_drift_values",
                 "test_interrupted", "test_guest_lifecycle", "test_adopt", "test_disk_source",
                 "test_disk_source_misbehaving", "test_device_merges", "test_new_vm",
-                "test_storage_options", "test_inventory", "test_admin_config", "test_tailscale", "test_modular_daemons",
-                "test_two_hosts",
+                "test_storage_options", "test_inventory", "test_check_mode_errors", "test_admin_config",
+                "test_tailscale", "test_modular_daemons", "test_two_hosts",
                 # Scenario guests: look inside first; the tests that restart the guests come last.
                 "test_inside", "test_reach_by_name", "test_tailnet", "test_boot", "test_secure_boot_enforced",
                 "test_guest_data", "test_shutdown"]

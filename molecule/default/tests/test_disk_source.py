@@ -6,9 +6,9 @@ touched, and a wrong checksum fails naming both sums with nothing left behind. N
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
+from conftest import disk_source_spec as spec
 
 V = "virsh -c qemu:///system "
 PORT = 18089
@@ -39,20 +39,6 @@ def images(host):
             for name in ("kali & cö.7z", "plain.qcow2")}
     yield sums
     host.run("systemctl stop kvmlab-image-server; rm -rf %s %s.log" % (WEB, WEB))
-
-
-@pytest.fixture
-def name(host):
-    value = "src%s" % uuid.uuid4().hex[:6]
-    yield value
-    host.run("%sundefine %s --nvram" % (V, value))
-    host.run("rm -f /mnt/vm/%s* /mnt/vm/.%s*" % (value, value))
-
-
-def spec(name: str, source: dict) -> dict:
-    return {"name": name, "state": "shutdown", "firmware": "bios", "virt_type": "qemu", "memory": "128M",
-            "vcpus": 1, "graphics": "none", "video": "none",
-            "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M", "source": source}]}
 
 
 def url(file: str) -> str:

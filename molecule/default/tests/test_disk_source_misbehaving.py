@@ -11,10 +11,10 @@ import os
 import re
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from conftest import disk_source_spec as spec
 from conftest import site_command
 
 V = "virsh -c qemu:///system "
@@ -81,20 +81,6 @@ def server(host):
                   "\"http://127.0.0.1:%d/ok.qcow2\")' 2>/dev/null && exit 0; sleep 0.2; done; exit 1" % PORT)
     yield {"ok": "sha256:" + host.check_output("sha256sum /run/kvmlab-ok.qcow2 | cut -d' ' -f1")}
     host.run("systemctl stop kvmlab-misbehaving-server; rm -f %s /run/kvmlab-ok.qcow2" % SERVER)
-
-
-@pytest.fixture
-def name(host):
-    value = "mis%s" % uuid.uuid4().hex[:6]
-    yield value
-    host.run("%sundefine %s --nvram" % (V, value))
-    host.run("rm -f /mnt/vm/%s* /mnt/vm/.%s*" % (value, value))
-
-
-def spec(name: str, source: dict) -> dict:
-    return {"name": name, "state": "shutdown", "firmware": "bios", "virt_type": "qemu", "memory": "128M",
-            "vcpus": 1, "graphics": "none", "video": "none",
-            "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M", "source": source}]}
 
 
 def url(path: str, auth: str = "") -> str:
