@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import disk_source_spec as spec
-from conftest import site_command
+from conftest import run_site, site_command
 
 V = "virsh -c qemu:///system "
 PORT = 18090
@@ -149,6 +149,9 @@ def test_credentials_in_the_url_never_reach_the_output(host, guest, server, name
         assert SECRET not in run.stdout + run.stderr, out[-3000:]
         if "--check" not in extra:
             assert run.rc != 0 and "403" in out and "***@127.0.0.1" in out, run
+    # The site gathers its guests' specs (site_guests, the VM roles) before resolving them.
+    run = run_site("--check", "-vvv", "-e", json.dumps({"site_guests": [spec(name, source)]}))
+    assert run.rc == 0 and SECRET not in run.stdout + run.stderr, flat(run)[-3000:]
 
 
 def test_a_module_killed_mid_download_leaves_a_part_the_next_run_removes(host, guest, server, name):
