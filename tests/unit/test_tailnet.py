@@ -62,20 +62,20 @@ def test_bad_routes_and_interface_are_named():
 
 
 def test_iptables_rule_is_made_before_libvirts_jumps_once():
-    assert hook.iptables_plan(IPT_WITHOUT, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [ROUTE])
-    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [])
+    assert hook.iptables_plan(IPT_WITHOUT, "tailscale0", "virbr0", [ROUTE])[:2] == ([], [ROUTE])
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [ROUTE])[:2] == ([], [])
     below = IPT_WITHOUT + OURS_IPT + "\n"
-    assert hook.iptables_plan(below, "tailscale0", "virbr0", [ROUTE]) [:2] == ([4], [ROUTE])
+    assert hook.iptables_plan(below, "tailscale0", "virbr0", [ROUTE])[:2] == ([4], [ROUTE])
     # A route no longer advertised: its rule goes.
-    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", []) [:2] == ([1], [])
+    assert hook.iptables_plan(IPT_WITH, "tailscale0", "virbr0", [])[:2] == ([1], [])
 
 
 def test_nft_rule_is_made_at_the_top_of_libvirts_chain_again_after_libvirt_inserts_its_own():
     assert hook.nft_backend(NFT_LIBVIRT, "virbr0") and not hook.nft_backend(NFT_LIBVIRT, "virbr1")
     assert not hook.nft_backend(OURS_NFT, "virbr0")
-    assert hook.nft_plan(NFT_LIBVIRT, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [ROUTE])
-    assert hook.nft_plan(NFT_WITH, "tailscale0", "virbr0", [ROUTE]) [:2] == ([], [])
-    assert hook.nft_plan(NFT_BELOW, "tailscale0", "virbr0", [ROUTE]) [:2] == (["10"], [ROUTE])
+    assert hook.nft_plan(NFT_LIBVIRT, "tailscale0", "virbr0", [ROUTE])[:2] == ([], [ROUTE])
+    assert hook.nft_plan(NFT_WITH, "tailscale0", "virbr0", [ROUTE])[:2] == ([], [])
+    assert hook.nft_plan(NFT_BELOW, "tailscale0", "virbr0", [ROUTE])[:2] == (["10"], [ROUTE])
 
 
 def test_the_hook_ignores_libvirts_other_operations(monkeypatch):

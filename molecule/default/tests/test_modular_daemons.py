@@ -28,8 +28,8 @@ def standin_units(daemon: str) -> dict[str, str]:
         units["%s%s.socket" % (daemon, suffix)] = (
             "[Unit]\nDescription=stand-in for libvirt's %s%s socket\nBefore=%s.service\n"
             "Conflicts=%s\nAfter=%s\n[Socket]\nListenStream=/run/kvmlab-standin/%s%s-sock\nService=%s.service\n"
-            "[Install]\nWantedBy=sockets.target\n" % (daemon, suffix, daemon, conflict, conflict, daemon, suffix,
-                                                     daemon))
+            "[Install]\nWantedBy=sockets.target\n"
+            % (daemon, suffix, daemon, conflict, conflict, daemon, suffix, daemon))
     return units
 
 
