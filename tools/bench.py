@@ -204,7 +204,7 @@ class Bench:
             lines.append("| %s: %s | %.2f | %.2f | %d | %d | %s |" % (
                 row["label"], row["what"], row["wall"], row["cpu"], row["remote"], row["changed"],
                 ", ".join("%.2f" % r["wall"] for r in row["runs"])))
-        lines += ["", "## Targets (issue 12), as ratios of the runs above", "",
+        lines += ["", "## Targets, as ratios of the runs above", "",
                   "| target | measured | met |", "|---|---|---|"]
         floor, noop = rows["floor"]["wall"], rows["noop"]["wall"]
         per_guest = (rows[100]["wall"] - noop) / 100

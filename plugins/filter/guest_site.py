@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: guest_site
 short_description: All guests of a site, resolved and checked together, with their domain XML
-version_added: 0.2.0
+version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - The one pass the site makes over its guests, on the controller, before any change. Each spec

@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: systemd_quote
 short_description: Quote a value for a systemd unit file, by the rules of the setting it goes into
-version_added: 0.2.0
+version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - C(exec) - one argument of an C(ExecStart=) line - double-quoted, with C(\) and C(") escaped,

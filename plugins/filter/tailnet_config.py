@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: tailnet_config
 short_description: Which tailnet routes to let into which libvirt NAT bridges
-version_added: 0.4.0
+version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - From the libvirt networks and the subnets advertised on the tailnet, the settings of the

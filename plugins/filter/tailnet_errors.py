@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: tailnet_errors
 short_description: Find the mistakes in the tailnet routes and interface of the network role
-version_added: 0.4.0
+version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - Checks that each of C(network_tailscale_routes) is a subnet written canonically (such as

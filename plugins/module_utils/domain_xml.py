@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compare a desired libvirt domain XML with libvirt's, owning only what the desired XML says.
 
-The guest engine (issue 4) renders the desired XML from a guest spec. libvirt's inactive XML of
+The guest engine renders the desired XML from a guest spec. libvirt's inactive XML of
 the same domain carries much more: a uuid, PCI addresses, controllers, a USB tablet, a memory
 balloon, expanded machine types (q35 -> pc-q35-7.2), firmware paths it chose. None of that is
 drift. The rules:

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: firmware_enrolled_keys
 short_description: UEFI Secure Boot with Microsoft's keys enrolled, where the distribution ships none
-version_added: 0.4.0
+version_added: 0.1.0
 description:
   - Makes libvirt able to give q35 guests UEFI firmware with Secure Boot on and Microsoft's keys
     enrolled (what Windows 11 and shim-signed Linux media boot with), on hosts whose firmware

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: systemd_units
 short_description: Install systemd unit files and keep units enabled and started, in one call
-version_added: 0.3.0
+version_added: 0.1.0
 description:
   - Writes each unit file whose content differs (atomically, root-owned, mode 0644), reloads
     systemd once when any file changed, then enables and starts the units in O(start) that are

@@ -291,3 +291,39 @@ def test_preflight_rejects_unsupported_os(host, site):
     assert "runs Fedora Linux 41. kvmlab.hypervisor.host supports Debian 12, Debian 13 and Arch Linux." \
         in run.stdout + run.stderr, run
     assert run.changed == 0, run
+
+
+def test_system_places_as_cdrom_or_backing_file_are_refused(site, summary):
+    """Cdroms and backing files never read system places or another guest's live data (the
+    checks of the spec, before any change)."""
+    cases = [
+        (override("kali", cdroms=["/etc/shadow"]), "guest_spec[kali].cdroms[0]: /etc/shadow lies in /etc"),
+        (override("kali", cdroms=["/dev/kvmlab-disk"]), "guest_spec[kali].cdroms[0]: /dev/kvmlab-disk lies in /dev"),
+        (override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "/root/base.qcow2"}]),
+         "guest_spec[kali].disks[0].backing_file: /root/base.qcow2 lies in /root"),
+        (override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "/mnt/vm/win11.qcow2"}]),
+         "guest_spec[kali].disks[0].backing_file: /mnt/vm/win11.qcow2 is the disk of guest win11"),
+    ]
+    for extra_vars, message in cases:
+        run = site("--check", "-e", json.dumps(extra_vars))
+        assert run.rc != 0 and run.changed == 0, run
+        assert message in " ".join((run.stdout + run.stderr).split()), (message, run)
+        summary["bad inputs refused"] += 1
+
+
+def test_a_malformed_firmware_descriptor_is_skipped_with_a_warning(host, guest, name):
+    """libvirt skips a descriptor it cannot parse; so does the module, naming the file, and the
+    guest is defined from the good ones."""
+    bad = "/etc/qemu/firmware/10-kvmlab-malformed.json"
+    host.run_test("mkdir -p /etc/qemu/firmware && printf '{not json' > %s" % bad)
+    try:
+        spec = {"name": name, "state": "shutdown", "firmware": "uefi", "secure_boot": True, "virt_type": "qemu",
+                "memory": "128M", "vcpus": 1, "graphics": "none", "video": "none",
+                "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}
+        run = guest(spec)
+        said = " ".join((run.stdout + run.stderr).split())
+        assert run.rc == 0, run
+        assert "QEMU firmware descriptors skipped as malformed" in said and bad in said, run
+        assert host.run(V + "dominfo " + name).rc == 0
+    finally:
+        host.run("rm -f " + bad)

@@ -1,0 +1,36 @@
+"""What Galaxy and ansible-test read: one version for the collection and its content, a license,
+and no placeholder addresses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_every_version_added_is_at_most_the_collections_version():
+    """Nothing is released yet (changelogs/changelog.yaml has no release): no plugin may claim a
+    version after the collection's own."""
+    found = {}
+    for path in list((ROOT / "plugins").rglob("*.py")) + list((ROOT / "roles").rglob("argument_specs.yml")):
+        for match in re.finditer(r"version_added:\s*\"?([0-9.]+)\"?", path.read_text()):
+            found[str(path.relative_to(ROOT))] = match.group(1)
+    assert found, "no version_added found"
+    later = {p: v for p, v in found.items() if _version(v) > _version(GALAXY["version"])}
+    assert later == {}, "version_added after galaxy.yml's %s" % GALAXY["version"]
+
+
+def test_license_and_addresses():
+    assert GALAXY["license"] == ["GPL-3.0-or-later"]
+    assert "GNU GENERAL PUBLIC LICENSE" in (ROOT / "LICENSE").read_text()[:200]
+    assert "Version 3" in (ROOT / "LICENSE").read_text()[:200]
+    for key in ("repository", "documentation", "homepage", "issues"):
+        assert "example" not in str(GALAXY.get(key, "")), key
