@@ -344,6 +344,9 @@ def preflight(module, conn, name: str, root: ET.Element) -> None:
     except libvirt.libvirtError as exc:
         hint = (" virt_type kvm needs a working /dev/kvm; use virt_type qemu (emulation) where it has none."
                 if virt == "kvm" else "")
+        if "unable to parse json file" in str(exc):  # libvirt refuses every guest over one bad descriptor
+            hint = (" libvirt cannot read that QEMU firmware descriptor, and answers nothing until it can: fix or "
+                    "remove the file.")
         module.fail_json(msg="guest %s: this host cannot run %s %s guests with machine %s: %s.%s"
                          % (name, virt, arch, machine, exc, hint))
     errors: list[str] = []

@@ -311,19 +311,23 @@ def test_system_places_as_cdrom_or_backing_file_are_refused(site, summary):
         summary["bad inputs refused"] += 1
 
 
-def test_a_malformed_firmware_descriptor_is_skipped_with_a_warning(host, guest, name):
-    """libvirt skips a descriptor it cannot parse; so does the module, naming the file, and the
-    guest is defined from the good ones."""
+def test_a_malformed_firmware_descriptor_is_named_with_the_fix(host, guest, name):
+    """libvirt does not skip a QEMU firmware descriptor it cannot parse: it refuses every domain
+    capabilities query (so every guest definition) while the file is there. The run stops before
+    defining anything, naming the file and the fix; with the file gone, the guest is defined."""
     bad = "/etc/qemu/firmware/10-kvmlab-malformed.json"
     host.run_test("mkdir -p /etc/qemu/firmware && printf '{not json' > %s" % bad)
+    spec = {"name": name, "state": "shutdown", "firmware": "uefi", "secure_boot": True, "virt_type": "qemu",
+            "memory": "128M", "vcpus": 1, "graphics": "none", "video": "none",
+            "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}
     try:
-        spec = {"name": name, "state": "shutdown", "firmware": "uefi", "secure_boot": True, "virt_type": "qemu",
-                "memory": "128M", "vcpus": 1, "graphics": "none", "video": "none",
-                "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}
         run = guest(spec)
         said = " ".join((run.stdout + run.stderr).split())
-        assert run.rc == 0, run
-        assert "QEMU firmware descriptors skipped as malformed" in said and bad in said, run
-        assert host.run(V + "dominfo " + name).rc == 0
+        assert run.rc != 0, run
+        assert bad in said and "fix or remove the file" in said, run
+        assert host.run(V + "dominfo " + name).rc != 0
     finally:
         host.run("rm -f " + bad)
+    run = guest(spec)
+    assert run.rc == 0, run
+    assert host.run(V + "dominfo " + name).rc == 0
