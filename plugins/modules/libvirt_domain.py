@@ -53,10 +53,15 @@ description:
     and TPM state unless O(purge) is set.
   - A change to a running guest takes effect at its next boot. RV(restart_required) says so, and
     with O(allow_restart) the module shuts the guest down gracefully and starts it again.
-  - Written because C(community.libvirt.virt) with C(command=define) always redefines (so it
-    cannot report C(changed=false), and a redefinition from the raw XML drops libvirt's generated
-    values), and its check-mode diff compares against the user's raw XML rather than what libvirt
-    holds. It also has no graceful-shutdown timeout and no NVRAM or TPM safety on undefine.
+  - Why not C(community.libvirt.virt) (2.x): its C(command=define) reports C(changed=false) when
+    libvirt's XML did not change and shows a diff (since 1.3.0), but it defines the user's whole XML
+    on every run, so whatever the XML does not hold (a device virt-install added, metadata) is
+    dropped, and its check mode compares libvirt's XML with the raw XML given, so it predicts a
+    change for nearly every guest (libvirt's defaults are never in the raw XML). This module merges
+    only what the spec owns into libvirt's XML and diffs that; it also deletes only the files a
+    guest owns (and only when no other guest uses them), keeps NVRAM and TPM state on undefine and
+    backs NVRAM up on a firmware change, shuts down with a timeout, and converges many guests in
+    one call.
 author:
   - kvmlab developers (@kvmlab)
 requirements:
