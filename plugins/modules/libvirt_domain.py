@@ -53,7 +53,7 @@ description:
     and TPM state unless O(purge) is set.
   - A change to a running guest takes effect at its next boot. RV(restart_required) says so, and
     with O(allow_restart) the module shuts the guest down gracefully and starts it again.
-  - Why not C(community.libvirt.virt) (2.x): its C(command=define) reports C(changed=false) when
+  - Why not C(community.libvirt.virt) 2.x? Its C(command=define) reports C(changed=false) when
     libvirt's XML did not change and shows a diff (since 1.3.0), but it defines the user's whole XML
     on every run, so whatever the XML does not hold (a device virt-install added, metadata) is
     dropped, and its check mode compares libvirt's XML with the raw XML given, so it predicts a
