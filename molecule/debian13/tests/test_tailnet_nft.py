@@ -107,6 +107,8 @@ def test_the_hook_puts_one_rule_on_top_of_libvirts_chain(host, nft):
 def test_after_libvirt_reinserts_its_rules_the_hook_puts_ours_back_on_top(host, nft):
     host.run_test(LIBVIRT_RULES)
     assert probe(host, "refused").startswith("refused")
-    assert host.check_output(RUN + "started begin -").startswith("allowed tailnft")
+    # The displaced rule is removed (and said so), then made again on top.
+    said = host.check_output(RUN + "started begin -").splitlines()
+    assert said[0].startswith("removed tailnft: the rule ") and said[-1].startswith("allowed tailnft"), said
     assert probe(host, "connected") == "connected"
     assert ours(host)[0] == 0 and len(ours(host)) == 2
