@@ -369,9 +369,6 @@ def preflight(module, conn, name: str, root: ET.Element) -> None:
             errors.append("no QEMU firmware descriptor in %s offers %s for %s %s; install %s%s."
                           % (" or ".join(firmware.FIRMWARE_DIRS), wanted, arch, expanded, package("uefi"),
                              " (skipped as malformed: %s)" % "; ".join(skipped) if skipped else ""))
-        elif skipped:
-            module.warn("QEMU firmware descriptors skipped as malformed (libvirt skips them too): %s. Fix or "
-                        "remove them." % "; ".join(skipped))
     for tpm in root.findall("devices/tpm"):
         backend = tpm.find("backend")
         btype = backend.get("type") if backend is not None else "emulator"
