@@ -18,9 +18,9 @@ import yaml
 
 # The collection as Python packages (ansible_collections.kvmlab.hypervisor.*) and the shared test
 # helpers in tests/ (drift_values, guest_data, guest_agent), for tests that compute what the site
-# builds or look inside its guests.
+# builds or look inside its guests; and the shared verify tests, whose fixtures some reuse.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "collections"), str(ROOT / "tests"), str(ROOT / "molecule" / "shared" / "tests")]
 
 from guest_agent import GUESTS, Guests  # noqa: E402  (found through the path above)
 

@@ -8,13 +8,13 @@ scenario guests checks the way in with its real win11 and needs no second run of
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "tests"))
-from test_tailnet import HOOK, OFF, ON, REAL, fake_tailscale, probe, tailnet  # noqa: E402,F401,RUF100  (fixtures)
+# fake_tailscale and tailnet: the fixtures this module uses (through pytestmark), found by pytest
+# in its namespace.
+# pylint: disable-next=unused-import
+from test_tailnet import HOOK, OFF, ON, REAL, fake_tailscale, probe, tailnet  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("tailnet")
 

@@ -154,4 +154,3 @@ def test_the_rule_survives_libvirtd_and_comes_back_with_the_network(host, site, 
             assert "master virbr0" in host.check_output("ip -o link show %s" % tap), (name, tap)
     again = site("-e", ON)
     assert again.rc == 0 and again.changed == 0, again
-
