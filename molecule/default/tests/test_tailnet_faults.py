@@ -10,13 +10,24 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_site
 
 # fake_tailscale and tailnet: the fixtures this module uses (through pytestmark), found by pytest
 # in its namespace.
 # pylint: disable-next=unused-import
 from test_tailnet import HOOK, OFF, ON, REAL, fake_tailscale, probe, tailnet  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("tailnet")
+
+@pytest.fixture(scope="module")
+def hooked(request):
+    """The tailnet on: the hook, its settings and its rule in place, the peer let in (after the
+    tailnet's stand-ins)."""
+    request.getfixturevalue("tailnet")
+    run = run_site("-e", ON)
+    assert run.rc == 0, run
+
+
+pytestmark = pytest.mark.usefixtures("tailnet", "hooked")
 
 
 CONFIG = "/etc/libvirt/hooks/kvmlab-tailnet.json"
