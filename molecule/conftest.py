@@ -114,11 +114,12 @@ def site():
 
 @pytest.fixture(scope="session")
 def guest():
-    """Run molecule/default/guest.yml: one guest through kvmlab.hypervisor.guest."""
+    """Run molecule/default/guest.yml: one guest (or a list of them) through kvmlab.hypervisor.guest."""
     path = str(Path(__file__).parent / "default" / "guest.yml")
 
-    def run(spec: dict, *extra: str) -> SiteRun:
-        return run_site("-e", json.dumps({"guest_spec": spec}), *extra, playbook_path=path)
+    def run(spec: dict | list, *extra: str) -> SiteRun:
+        specs = spec if isinstance(spec, list) else [spec]
+        return run_site("-e", json.dumps({"kvmlab_guests": specs}), *extra, playbook_path=path)
 
     return run
 

@@ -24,9 +24,9 @@ def resolved(value, context: dict):
 
 
 def demo_overrides(guest_os: bool = False) -> dict:
-    """guest_overrides of the demo inventory as the scenarios resolve them: demo_guest_os_enabled
+    """kvmlab_guest_overrides of the demo inventory as the scenarios resolve them: demo_guest_os_enabled
     false (default and debian13: the disks' source is none) or true (guests: its path, with the
     checksum left as the placeholder `sha256:...`, which no test here reads)."""
     demo_guest_os = {"path": "/var/cache/kvmlab-guest-os/kvmlab-guest.qcow2", "checksum": "sha256:..."}
     context = {"demo_guest_os_enabled": guest_os, "demo_guest_os": demo_guest_os if guest_os else None}
-    return resolved(yaml.safe_load(GROUP_VARS.read_text())["guest_overrides"], context)
+    return resolved(yaml.safe_load(GROUP_VARS.read_text())["kvmlab_guest_overrides"], context)

@@ -21,7 +21,7 @@ the same machine and moment:
                then started together: seconds from `virsh start` until every guest agent answers
                (one run; with --boot, when the demo's guests run the guest OS)
 
-The extra guests are plain specs (site_guests) and are removed with their disks at the end.
+The extra guests are plain specs (kvmlab_guests) and are removed with their disks at the end.
 Usage: tools/bench.py --port 22220 [--fresh-port 22230] [--runs 3] [--out docs/BENCHMARKS.md]
 """
 
@@ -71,7 +71,7 @@ class Bench:
         args = ["ansible-playbook", "-i", INVENTORY, "-e", "ansible_port=%d" % port, playbook, *extra]
         if guests is not None:
             vars_file = self.tmp / "guests.json"
-            vars_file.write_text(json.dumps({"site_guests": guests}))
+            vars_file.write_text(json.dumps({"kvmlab_guests": guests}))
             args += ["-e", "@%s" % vars_file]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()

@@ -47,8 +47,8 @@ def main(argv: list[str]) -> int:
         return 1
     qualified = "kvmlab.hypervisor." + role if roles_dir.resolve() == (ROOT / "roles").resolve() else role
     print("Created %s; its spec (defaults/main.yml) is valid.\n"
-          "Next: edit %s/defaults/main.yml, then add it to your inventory's site_vm_roles:\n"
-          "  site_vm_roles:\n    - ...\n    - %s\n"
+          "Next: edit %s/defaults/main.yml, then add it to your inventory's kvmlab_vm_roles:\n"
+          "  kvmlab_vm_roles:\n    - ...\n    - %s\n"
           "and run ansible-playbook -i INVENTORY playbooks/site.yml" % (target, target, qualified))
     return 0
 

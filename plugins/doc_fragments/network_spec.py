@@ -10,7 +10,7 @@ class ModuleDocFragment:
     NETWORKS = r"""
 options:
   _input:
-    description: The networks, as in C(network_networks).
+    description: The networks, as in C(kvmlab_networks).
     type: list
     elements: dict
     required: true
@@ -20,7 +20,7 @@ options:
     TAILNET = r"""
 options:
   interface:
-    description: Tailscale's network interface, as in C(network_tailscale_interface).
+    description: Tailscale's network interface, as in C(kvmlab_network_tailscale_interface).
     type: str
     default: tailscale0
 """

@@ -10,7 +10,7 @@ version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
   - The one pass the site makes over its guests, on the controller, before any change. Each spec
-    gets its C(guest_overrides) and is normalised and checked alone (as C(guest_spec) does), then
+    gets its C(kvmlab_guest_overrides) and is normalised and checked alone (as C(guest_spec) does), then
     against every other guest, the guests libvirt has that the inventory does not list, the
     networks' reservations, the pools and the host.
   - Refused, naming both owners - a disk, NVRAM file, TPM socket or TPM state directory of two
@@ -30,17 +30,17 @@ options:
     elements: dict
     required: true
   overrides:
-    description: C(guest_overrides) - fields per guest name, layered over its spec.
+    description: C(kvmlab_guest_overrides) - fields per guest name, layered over its spec.
     type: dict
   topology:
     description: The host's C(kvmlab.hypervisor.cpu_topology) facts (CPUs, memory, the guests and pools libvirt has).
     type: dict
   networks:
-    description: C(network_networks), for the MACs their reservations give to named guests.
+    description: C(kvmlab_networks), for the MACs their reservations give to named guests.
     type: list
     elements: dict
   pools:
-    description: C(storage_pools), for the disks' paths (libvirt's own pools count too).
+    description: C(kvmlab_storage_pools), for the disks' paths (libvirt's own pools count too).
     type: list
     elements: dict
   storage_mount:
@@ -48,25 +48,21 @@ options:
     type: str
     default: /mnt/vm
   swtpm_group:
-    description: The group of the swtpm control sockets of external TPMs (C(guest_swtpm_socket_group)).
+    description: The group of the swtpm control sockets of external TPMs (C(kvmlab_guest_swtpm_socket_group)).
     type: str
     default: kvm
   reserve:
     description:
-      - C(host_reserve) - what the host keeps for itself (C(cpus), C(memory), C(storage)); the
+      - C(kvmlab_host_reserve) - what the host keeps for itself (C(cpus), C(memory), C(storage)); the
         guests together may use the rest. vCPUs may exceed it with C(overcommit_cpus).
     type: dict
-  single:
-    description: Name the spec C(guest_spec) in messages instead of C(guest_spec[NAME]).
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
 - name: Resolve the site's guests and stop on any mistake
   ansible.builtin.set_fact:
-    __site: "{{ [vm_win11_guest, vm_kali_guest] | kvmlab.hypervisor.guest_site(overrides=guest_overrides,
-                topology=ansible_facts.kvmlab_cpu_topology, networks=network_networks, pools=storage_pools) }}"
+    __site: "{{ kvmlab_guests | kvmlab.hypervisor.guest_site(overrides=kvmlab_guest_overrides,
+                topology=ansible_facts.kvmlab_cpu_topology, networks=kvmlab_networks, pools=kvmlab_storage_pools) }}"
 """
 
 RETURN = r"""

@@ -21,8 +21,8 @@ extends_documentation_fragment:
 EXAMPLES = r"""
 - name: Stop on a bad network spec
   ansible.builtin.fail:
-    msg: "{{ network_networks | kvmlab.hypervisor.network_errors | join('\n') }}"
-  when: network_networks | kvmlab.hypervisor.network_errors | length > 0
+    msg: "{{ kvmlab_networks | kvmlab.hypervisor.network_errors | join('\n') }}"
+  when: kvmlab_networks | kvmlab.hypervisor.network_errors | length > 0
 """
 
 RETURN = r"""

@@ -15,12 +15,12 @@ description:
     spec is sound. The storage role fails on a non-empty list before changing anything.
 options:
   _input:
-    description: The pools, as in C(storage_pools).
+    description: The pools, as in C(kvmlab_storage_pools).
     type: list
     elements: dict
     required: true
   volumes:
-    description: The volumes, as in C(storage_volumes).
+    description: The volumes, as in C(kvmlab_storage_volumes).
     type: list
     elements: dict
     default: []
@@ -29,8 +29,8 @@ options:
 EXAMPLES = r"""
 - name: Stop on a bad storage spec
   ansible.builtin.fail:
-    msg: "{{ storage_pools | kvmlab.hypervisor.storage_errors(storage_volumes) | join('\n') }}"
-  when: storage_pools | kvmlab.hypervisor.storage_errors(storage_volumes) | length > 0
+    msg: "{{ kvmlab_storage_pools | kvmlab.hypervisor.storage_errors(kvmlab_storage_volumes) | join('\n') }}"
+  when: kvmlab_storage_pools | kvmlab.hypervisor.storage_errors(kvmlab_storage_volumes) | length > 0
 """
 
 RETURN = r"""

@@ -20,7 +20,7 @@ description:
     each naming its field.
 options:
   routes:
-    description: The advertised subnets, as in C(network_tailscale_routes).
+    description: The advertised subnets, as in C(kvmlab_network_tailscale_routes).
     type: list
     elements: str
     required: true
@@ -33,7 +33,7 @@ EXAMPLES = r"""
 - name: The hook's settings
   ansible.builtin.copy:
     dest: /etc/libvirt/hooks/kvmlab-tailnet.json
-    content: "{{ network_networks | kvmlab.hypervisor.tailnet_config(network_tailscale_routes) | to_nice_json }}"
+    content: "{{ kvmlab_networks | kvmlab.hypervisor.tailnet_config(kvmlab_network_tailscale_routes) | to_nice_json }}"
     mode: "0644"
 """
 

@@ -9,12 +9,12 @@ short_description: Find the mistakes in the tailnet routes and interface of the 
 version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
-  - Checks that each of C(network_tailscale_routes) is a subnet written canonically (such as
-    C(192.168.122.0/24)) and that C(network_tailscale_interface) is a network interface name.
+  - Checks that each of C(kvmlab_network_tailscale_routes) is a subnet written canonically (such as
+    C(192.168.122.0/24)) and that C(kvmlab_network_tailscale_interface) is a network interface name.
   - Returns one message per mistake, naming the field; an empty list means they are sound.
 options:
   _input:
-    description: The advertised subnets, as in C(network_tailscale_routes).
+    description: The advertised subnets, as in C(kvmlab_network_tailscale_routes).
     type: list
     elements: str
     required: true
@@ -24,9 +24,13 @@ extends_documentation_fragment:
 
 EXAMPLES = r"""
 - name: Stop on bad tailnet settings
+  vars:
+    tailnet_problems: >-
+      {{ kvmlab_network_tailscale_routes
+         | kvmlab.hypervisor.tailnet_errors(kvmlab_network_tailscale_interface) }}
   ansible.builtin.fail:
-    msg: "{{ network_tailscale_routes | kvmlab.hypervisor.tailnet_errors(network_tailscale_interface) | join('\n') }}"
-  when: network_tailscale_routes | kvmlab.hypervisor.tailnet_errors(network_tailscale_interface) | length > 0
+    msg: "{{ tailnet_problems | join('\n') }}"
+  when: tailnet_problems | length > 0
 """
 
 RETURN = r"""

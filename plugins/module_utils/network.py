@@ -190,21 +190,21 @@ IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
 def tailnet_errors(routes, interface="tailscale0"):
-    """Mistakes in network_tailscale_routes and network_tailscale_interface, each naming its field."""
+    """Mistakes in kvmlab_network_tailscale_routes and kvmlab_network_tailscale_interface, each naming its field."""
     errors = []
     if not isinstance(routes, list):
-        return ["network_tailscale_routes must be a list of subnets such as 192.168.122.0/24."]
+        return ["kvmlab_network_tailscale_routes must be a list of subnets such as 192.168.122.0/24."]
     for i, route in enumerate(routes):
         try:
             net = ipaddress.ip_network(str(route), strict=True)
         except ValueError as exc:
-            errors.append("network_tailscale_routes[%d]: %r is not a subnet (%s); write it as 192.168.122.0/24."
+            errors.append("kvmlab_network_tailscale_routes[%d]: %r is not a subnet (%s); write it as 192.168.122.0/24."
                           % (i, route, exc))
             continue
         if not isinstance(route, str) or str(net) != route:
-            errors.append("network_tailscale_routes[%d]: write %r as %s." % (i, route, net))
+            errors.append("kvmlab_network_tailscale_routes[%d]: write %r as %s." % (i, route, net))
     if not isinstance(interface, str) or not IFNAME_RE.fullmatch(interface):
-        errors.append("network_tailscale_interface: %r is not a network interface name (at most 15 letters, "
+        errors.append("kvmlab_network_tailscale_interface: %r is not a network interface name (at most 15 letters, "
                       "digits, '.', '_' or '-'), such as tailscale0." % (interface,))
     return errors
 

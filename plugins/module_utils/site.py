@@ -3,7 +3,7 @@
 """All guests of a site, resolved and checked together, on the controller, before any change.
 
 `resolve(specs, ...)` is the one pass the site makes over its guests: each spec gets the
-inventory's `guest_overrides`, is normalised and checked alone (module_utils/guest.py), and then
+inventory's `kvmlab_guest_overrides`, is normalised and checked alone (module_utils/guest.py), and then
 against every other guest, the guests libvirt already has that the inventory does not list, the
 networks' reservations, the pools and the host:
 
@@ -37,7 +37,7 @@ def _under(path: str, roots) -> bool:
 
 
 def _pool_paths(pools, topology: dict) -> dict:
-    """Pool name -> directory: libvirt's pools, overridden by the inventory's storage_pools."""
+    """Pool name -> directory: libvirt's pools, overridden by the inventory's kvmlab_storage_pools."""
     paths = dict((topology or {}).get("pools") or {})
     for pool in pools or []:
         if isinstance(pool, dict) and pool.get("name") and isinstance(pool.get("path"), str):
@@ -67,14 +67,14 @@ class _Owners:
 
 def _merge(spec, overrides, errors: list) -> dict | None:
     if not isinstance(spec, dict):
-        errors.append("guest_spec: must be a mapping with at least a name, got %r." % (spec,))
+        errors.append("kvmlab_guests: each guest must be a mapping with at least a name, got %r." % (spec,))
         return None
     name = spec.get("name")
     extra = (overrides or {}).get(name) if isinstance(name, str) and isinstance(overrides, dict) else None
     if extra is None:
         return spec
     if not isinstance(extra, dict):
-        errors.append("guest_overrides.%s: must be a mapping of fields, got %r." % (name, extra))
+        errors.append("kvmlab_guest_overrides.%s: must be a mapping of fields, got %r." % (name, extra))
         return spec
     return dict(spec, **extra)
 
@@ -162,7 +162,7 @@ def _reservations(networks) -> dict:
             continue
         for host in net["hosts"]:
             if isinstance(host, dict) and host.get("mac") and host.get("name"):
-                out[str(host["mac"]).lower()] = (host["name"], "network_networks[%s].hosts" % net.get("name"))
+                out[str(host["mac"]).lower()] = (host["name"], "kvmlab_networks[%s].hosts" % net.get("name"))
     return out
 
 
@@ -192,7 +192,7 @@ def _specs(specs: list, context: dict, errors: list) -> tuple[list[dict], dict]:
             continue
         name = spec.get("name")
         shown = name if isinstance(name, str) and not CONTROL_RE.search(name) else repr(name)
-        label = "guest_spec" if context.get("single") else "guest_spec[%s]" % shown
+        label = "guest_spec" if context.get("single") else "kvmlab_guests[%s]" % shown
         g, own = normalize(spec, label)
         errors += own
         if own:
@@ -211,7 +211,8 @@ def _disk_paths(guests: list[dict], labels: dict, paths: dict, errors: list) -> 
             if disk["pool"] in paths:
                 disk["path"] = "%s/%s" % (paths[disk["pool"]].rstrip("/"), disk["name"])
             else:
-                errors.append("%s.disks[%d].pool: %r is neither in storage_pools nor a libvirt pool on the host (%s)."
+                errors.append("%s.disks[%d].pool: %r is neither in kvmlab_storage_pools nor a libvirt pool on "
+                              "the host (%s)."
                               % (labels[g["name"]], i, disk["pool"], ", ".join(sorted(paths)) or "none"))
 
 
@@ -250,54 +251,57 @@ def _gib(size: int) -> str:
 
 
 def reserve_errors(guests: list[dict], reserve, topology: dict, storage_mount: str) -> list[str]:
-    """What the guests ask for together against what the host has left after host_reserve (the
+    """What the guests ask for together against what the host has left after kvmlab_host_reserve (the
     seed's "available for VMs"): vCPUs against threads (unless overcommit_cpus), memory, and the
     disks' capacities against the storage mount's filesystem. A figure the host did not report
     (before the first read) is not checked."""
     if not reserve:
         return []
     if not isinstance(reserve, dict) or set(reserve) - set(RESERVE_KEYS):
-        return ["host_reserve: must be a mapping with the keys %s, got %r." % (", ".join(RESERVE_KEYS), reserve)]
+        return ["kvmlab_host_reserve: must be a mapping with the keys %s, got %r." % (", ".join(RESERVE_KEYS), reserve)]
     try:
         keep = {"cpus": int(reserve.get("cpus") or 0), "memory": parse_size(reserve.get("memory") or 0),
                 "storage": parse_size(reserve.get("storage") or 0)}
     except (TypeError, ValueError) as exc:
-        return ["host_reserve: %s; give cpus as a number and memory and storage as sizes such as 16G." % exc]
+        return ["kvmlab_host_reserve: %s; give cpus as a number and memory and storage as sizes such as 16G." % exc]
     live = [g for g in guests if g["state"] != "absent"]
     errors = []
     threads = len(topology.get("online") or [])
     vcpus = sum(g["vcpus"] for g in live)
     left = max(threads - keep["cpus"], 0)
     if threads and not reserve.get("overcommit_cpus") and vcpus > threads - keep["cpus"]:
-        errors.append("host_reserve.cpus: the guests ask for %d vCPUs together, but the host has %d threads and "
-                      "keeps %d for itself, leaving %d; give the guests fewer vCPUs, lower host_reserve.cpus, or "
-                      "set host_reserve.overcommit_cpus: true." % (vcpus, threads, keep["cpus"], left))
+        errors.append("kvmlab_host_reserve.cpus: the guests ask for %d vCPUs together, but the host has %d threads and "
+                      "keeps %d for itself, leaving %d; give the guests fewer vCPUs, lower "
+                      "kvmlab_host_reserve.cpus, or "
+                      "set kvmlab_host_reserve.overcommit_cpus: true." % (vcpus, threads, keep["cpus"], left))
     total = ((topology.get("memory") or {}).get("total_kib") or 0) * 1024
     memory = sum(g["memory_kib"] for g in live) * 1024
     if total and memory > total - keep["memory"]:
-        errors.append("host_reserve.memory: the guests ask for %s of memory together, but the host has %s and keeps "
-                      "%s for itself, leaving %s; give the guests less memory or lower host_reserve.memory."
+        errors.append("kvmlab_host_reserve.memory: the guests ask for %s of memory together, but the host has "
+                      "%s and keeps "
+                      "%s for itself, leaving %s; give the guests less memory or lower kvmlab_host_reserve.memory."
                       % (_gib(memory), _gib(total), _gib(keep["memory"]), _gib(max(total - keep["memory"], 0))))
     size = ((topology.get("filesystems") or {}).get(storage_mount) or {}).get("size") or 0
     disks = sum(parse_size(d["size"]) for g in live for d in g["disks"] if d.get("size") is not None)
     if size and disks > size - keep["storage"]:
-        errors.append("host_reserve.storage: the guests' disks hold up to %s together, but the filesystem of %s has "
+        errors.append("kvmlab_host_reserve.storage: the guests' disks hold up to %s together, but the "
+                      "filesystem of %s has "
                       "%s and keeps %s for the host, leaving %s; give the guests smaller disks or lower "
-                      "host_reserve.storage." % (_gib(disks), storage_mount, _gib(size), _gib(keep["storage"]),
-                                                 _gib(max(size - keep["storage"], 0))))
+                      "kvmlab_host_reserve.storage." % (_gib(disks), storage_mount, _gib(size), _gib(keep["storage"]),
+                                                        _gib(max(size - keep["storage"], 0))))
     return errors
 
 
 def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
     """The site's guests, resolved and checked together; returns (guests, errors).
 
-    context (every key optional): `overrides` (guest_overrides), `topology`
+    context (every key optional): `overrides` (kvmlab_guest_overrides), `topology`
     (kvmlab.hypervisor.cpu_topology's facts: the host's CPUs and memory, the pins, files and MACs
     of the guests libvirt has, its pools, the size of the storage mount's filesystem; None before
-    the host is read), `networks` (network_networks), `pools` (storage_pools), `storage_mount`,
-    `swtpm_group` (the group of the swtpm control sockets, guest_swtpm_socket_group), `reserve`
-    (host_reserve: what the host keeps for itself), and `single` (name the spec `guest_spec` in
-    messages instead of `guest_spec[NAME]`).
+    the host is read), `networks` (kvmlab_networks), `pools` (kvmlab_storage_pools), `storage_mount`,
+    `swtpm_group` (the group of the swtpm control sockets, kvmlab_guest_swtpm_socket_group), `reserve`
+    (kvmlab_host_reserve: what the host keeps for itself), and `single` (name the one spec `guest_spec`
+    in messages, as the filter guest_errors does, instead of `kvmlab_guests[NAME]`).
 
     Each resolved guest carries its disks' `path`, its `pins`, its domain `xml`, its
     `owned_paths` and, for an external TPM, the `units` that run its swtpm.

@@ -79,7 +79,7 @@ def _label(items: list[dict], index: int, key: str = "name") -> str:
     return str(name) if name else str(index)
 
 
-def pool_errors(pools: list[dict], var: str = "storage_pools") -> list[str]:
+def pool_errors(pools: list[dict], var: str = "kvmlab_storage_pools") -> list[str]:
     errors = _shape_errors(pools, var) or text_errors(pools, var)
     if errors:
         return errors
@@ -112,7 +112,7 @@ def pool_errors(pools: list[dict], var: str = "storage_pools") -> list[str]:
     return errors
 
 
-def volume_errors(volumes: list[dict], pools: list[dict], var: str = "storage_volumes") -> list[str]:
+def volume_errors(volumes: list[dict], pools: list[dict], var: str = "kvmlab_storage_volumes") -> list[str]:
     errors = _shape_errors(volumes, var) or text_errors(volumes, var)
     if errors:
         return errors
@@ -227,7 +227,7 @@ def _shape_errors(items, var: str, lists: tuple = ()) -> list[str]:
     return errors
 
 
-def network_errors(networks: list[dict], var: str = "network_networks") -> list[str]:
+def network_errors(networks: list[dict], var: str = "kvmlab_networks") -> list[str]:
     errors: list[str] = _shape_errors(networks, var, ("hosts",)) or text_errors(networks, var)
     if errors:
         return errors

@@ -40,7 +40,7 @@ def swtpm_units(g: dict, socket_group: str) -> list[dict]:
     as tss, its state in tpm_state_dir (0600 files), its control socket at tpm_socket, which
     libvirt connects to. Returns [{name, content}]; ValueError names the field it cannot carry."""
     if not isinstance(socket_group, str) or not GROUP_RE.fullmatch(socket_group):
-        raise ValueError("guest_swtpm_socket_group: %r is not a group name; use the group QEMU runs in, "
+        raise ValueError("kvmlab_guest_swtpm_socket_group: %r is not a group name; use the group QEMU runs in, "
                          "such as kvm." % (socket_group,))
     name, quoted = g["name"], []
     for field, value, kind in (("tpm_socket", g["tpm_socket"], "whole"),

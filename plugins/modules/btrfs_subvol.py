@@ -96,8 +96,9 @@ def core(module: AnsibleModule) -> dict:
         path = os.path.join(top, name)
         if os.path.lexists(path):
             if os.lstat(path).st_ino != BTRFS_FIRST_FREE_OBJECTID:
+                kind = "directory" if os.path.isdir(path) else "file"
                 module.fail_json(msg="%s holds a %s named %s, not a subvolume; move it away or choose another "
-                                 "storage_subvolume" % (device, "directory" if os.path.isdir(path) else "file", name))
+                                 "kvmlab_storage_subvolume" % (device, kind, name))
             return result
         result.update(changed=True, diff={"before": {"exists": False}, "after": {"exists": True}})
         if not module.check_mode:

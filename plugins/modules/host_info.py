@@ -32,7 +32,7 @@ options:
   client_config:
     description:
       - Also check whether each of O(users) may get a libvirt client config written in their home
-        (the C(kvmlab.hypervisor.host) role's C(host_libvirt_uri_default)), and warn for those
+        (the C(kvmlab.hypervisor.host) role's C(kvmlab_host_libvirt_uri_default)), and warn for those
         who may not (RV(users) C(config_problem)).
     type: bool
     default: false

@@ -200,7 +200,7 @@ EXAMPLES = r"""
 - name: A guest, running, from the XML the guest_site filter built for it
   kvmlab.hypervisor.libvirt_domain:
     name: kali
-    xml: "{{ (guest__site.guests | selectattr('name', 'equalto', 'kali') | first).xml }}"
+    xml: "{{ (__site.guests | selectattr('name', 'equalto', 'kali') | first).xml }}"
     state: running
 
 - name: Three guests in one call; a failing one does not stop the others

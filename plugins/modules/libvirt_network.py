@@ -215,7 +215,7 @@ def plan(module, net, spec: dict, before: dict) -> tuple:
         after["running"] = dict(before["running"], dhcp_range=after["running"]["dhcp_range"],
                                 hosts=after["running"]["hosts"])
         module.warn("network %s: its bridge, forward mode, address or prefix changed; the running network keeps "
-                    "the old ones until it restarts, which cuts running guests off. Set network_allow_restart: "
+                    "the old ones until it restarts, which cuts running guests off. Set kvmlab_network_allow_restart: "
                     "true (allow_restart) to restart it, or restart it yourself (virsh net-destroy %s; virsh "
                     "net-start %s)." % (name, name, name))
     return actions, steps, after, blocked

@@ -92,14 +92,14 @@ def core(module: AnsibleModule) -> dict:
         except OSError as exc:
             if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL):
                 module.fail_json(msg="%s is on a filesystem without file attributes (nodatacow needs btrfs); set "
-                                 "storage_nodatacow: false for a plain directory" % path)
+                                 "kvmlab_storage_nodatacow: false for a plain directory" % path)
             raise
         has = bool(flags & FS_NOCOW_FL)
         if not has and not module.check_mode:
             set_flags(fd, flags | FS_NOCOW_FL)
             if not get_flags(fd) & FS_NOCOW_FL:
                 module.fail_json(msg="%s did not keep the C attribute: its filesystem ignores nodatacow (btrfs "
-                                 "honours it); set storage_nodatacow: false for a plain directory" % path)
+                                 "honours it); set kvmlab_storage_nodatacow: false for a plain directory" % path)
     finally:
         os.close(fd)
     cow = cow_files(path)

@@ -57,8 +57,8 @@ attributes:
 EXAMPLES = r"""
 - name: The swtpm units of all guests with an external TPM
   kvmlab.hypervisor.systemd_units:
-    units: "{{ guest__site.guests | map(attribute='units') | flatten }}"
-    start: "{{ guest__site.guests | map(attribute='units') | flatten | map(attribute='name')
+    units: "{{ __site.guests | map(attribute='units') | flatten }}"
+    start: "{{ __site.guests | map(attribute='units') | flatten | map(attribute='name')
                | select('match', '.*[.]socket$') }}"
 """
 

@@ -39,7 +39,7 @@ def test_users_paths_and_units_match_arch():
     assert {u["name"] for u in HOST["__host_units"]} <= set(FACTS["units"])
     # QEMU (libvirt-qemu) must be able to open the external swtpm's socket: its group is one of
     # the QEMU user's groups.
-    assert GUEST["guest_swtpm_socket_group"] in FACTS["users"]["qemu_user_groups"]
+    assert GUEST["kvmlab_guest_swtpm_socket_group"] in FACTS["users"]["qemu_user_groups"]
 
 
 def test_the_modules_name_arch_packages_and_paths_as_arch_has_them():

@@ -16,7 +16,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_schema imp
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
-OPTIONS = SPEC["argument_specs"]["main"]["options"]["guest_spec"]["options"]
+OPTIONS = SPEC["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]
 # The code that checks or uses guest spec values.
 CHECKERS = [ROOT / "plugins/module_utils" / name
             for name in ("guest.py", "image.py", "site.py", "domain_build.py", "systemd.py")]
@@ -70,7 +70,7 @@ def test_the_generator_carries_every_field_of_a_spec_it_was_not_written_for(tmp_
     and read them back from the rendered module."""
     gen = load_generator()
     spec = yaml.safe_load((ROOT / gen.SPEC).read_text(encoding="utf-8"))
-    options = spec["argument_specs"]["main"]["options"]["guest_spec"]["options"]
+    options = spec["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]
     options["kvmlab_probe"] = {"type": "str", "default": "b", "choices": ["a", "b"], "description": "x"}
     options["disks"]["options"]["kvmlab_probe"] = {"type": "int", "default": 3, "description": "x"}
     options["disks"]["options"]["source"]["options"]["kvmlab_probe"] = {"type": "bool", "description": "x"}

@@ -55,9 +55,9 @@ def test_routes_inside_nat_networks_give_one_narrow_rule_each():
 
 def test_bad_routes_and_interface_are_named():
     errors = tailnet_errors(["192.168.122.1/24", "nonsense", ROUTE], "tail scale'0")
-    assert errors[0].startswith("network_tailscale_routes[0]: '192.168.122.1/24' is not a subnet")
-    assert errors[1].startswith("network_tailscale_routes[1]: 'nonsense' is not a subnet")
-    assert errors[2].startswith("network_tailscale_interface:") and len(errors) == 3
+    assert errors[0].startswith("kvmlab_network_tailscale_routes[0]: '192.168.122.1/24' is not a subnet")
+    assert errors[1].startswith("kvmlab_network_tailscale_routes[1]: 'nonsense' is not a subnet")
+    assert errors[2].startswith("kvmlab_network_tailscale_interface:") and len(errors) == 3
     assert tailnet_errors([ROUTE]) == []
 
 

@@ -16,7 +16,7 @@ import yaml
 
 DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
 DEMO = yaml.safe_load(DEMO_VARS.read_text())
-DEMO_OVERRIDES = DEMO["guest_overrides"]
+DEMO_OVERRIDES = DEMO["kvmlab_guest_overrides"]
 V = "virsh -c qemu:///system "
 
 # Everything a bad run could touch: every guest's and network's definition, the pools, the unit
@@ -34,8 +34,8 @@ GHOST_MAC = "52:54:00:99:88:77"
 
 
 def override(guest: str, **fields) -> dict:
-    """The demo inventory's guest_overrides with `fields` changed for `guest`."""
-    return {"guest_overrides": dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})}
+    """The demo inventory's kvmlab_guest_overrides with `fields` changed for `guest`."""
+    return {"kvmlab_guest_overrides": dict(DEMO_OVERRIDES, **{guest: dict(DEMO_OVERRIDES.get(guest, {}), **fields)})}
 
 
 NET = {"name": "default", "bridge": "virbr0", "forward": "nat", "address": "192.168.122.1", "prefix": 24,
@@ -50,168 +50,179 @@ KALI_TPM = {"tpm": "external", "tpm_model": "tis", "tpm_socket": "/mnt/vm/kali-s
             "tpm_state_dir": "/mnt/vm/tpm-kali"}
 
 CASES = {
+    # -- variables renamed in 0.1.0: never silently dropped (plugins/plugin_utils/renames.py)
+    "an old storage name": (
+        {"storage_pools": POOLS},
+        "storage_pools was renamed to kvmlab_storage_pools; rename it where it is set"),
+    "an old network name": (
+        {"network_networks": [NET]}, "network_networks was renamed to kvmlab_networks"),
+    "an old guest list": (
+        {"site_vm_roles": ["kvmlab.hypervisor.vm_kali"]}, "site_vm_roles was renamed to kvmlab_vm_roles"),
     # -- storage and network specs
     "ip outside the subnet": (
-        {"network_networks": [dict(NET, hosts=[{"name": "win11", "mac": A, "ip": "192.168.123.5"}])]},
-        "network_networks[default].hosts[win11].ip: 192.168.123.5 is outside 192.168.122.0/24"),
+        {"kvmlab_networks": [dict(NET, hosts=[{"name": "win11", "mac": A, "ip": "192.168.123.5"}])]},
+        "kvmlab_networks[default].hosts[win11].ip: 192.168.123.5 is outside 192.168.122.0/24"),
     "duplicate ip": (
-        {"network_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
-                                               {"name": "b", "mac": B, "ip": "192.168.122.50"}])]},
-        "network_networks[default].hosts[b].ip: 192.168.122.50 is already reserved for"),
+        {"kvmlab_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
+                                              {"name": "b", "mac": B, "ip": "192.168.122.50"}])]},
+        "kvmlab_networks[default].hosts[b].ip: 192.168.122.50 is already reserved for"),
     "duplicate reserved mac": (
-        {"network_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
-                                               {"name": "b", "mac": A, "ip": "192.168.122.51"}])]},
-        "network_networks[default].hosts[b].mac: 52:54:00:00:00:0a is already reserved for"),
+        {"kvmlab_networks": [dict(NET, hosts=[{"name": "a", "mac": A, "ip": "192.168.122.50"},
+                                              {"name": "b", "mac": A, "ip": "192.168.122.51"}])]},
+        "kvmlab_networks[default].hosts[b].mac: 52:54:00:00:00:0a is already reserved for"),
     "bridge name over 15 characters": (
-        {"network_networks": [dict(NET, bridge="kvmlab-bridge-01")]},
-        "network_networks[default].bridge: 'kvmlab-bridge-01' is 16 characters; Linux allows at most 15"),
+        {"kvmlab_networks": [dict(NET, bridge="kvmlab-bridge-01")]},
+        "kvmlab_networks[default].bridge: 'kvmlab-bridge-01' is 16 characters; Linux allows at most 15"),
     "dhcp range outside the subnet": (
-        {"network_networks": [dict(NET, dhcp={"start": "192.168.122.2", "end": "192.168.123.254"})]},
-        "network_networks[default].dhcp.end: 192.168.123.254 is outside 192.168.122.0/24"),
+        {"kvmlab_networks": [dict(NET, dhcp={"start": "192.168.122.2", "end": "192.168.123.254"})]},
+        "kvmlab_networks[default].dhcp.end: 192.168.123.254 is outside 192.168.122.0/24"),
     "network defined twice": (
-        {"network_networks": [NET, dict(OTHER_NET, name="default")]},
-        "network_networks[default].name: network 'default' is defined twice"),
+        {"kvmlab_networks": [NET, dict(OTHER_NET, name="default")]},
+        "kvmlab_networks[default].name: network 'default' is defined twice"),
     "bridge of two networks": (
-        {"network_networks": [NET, dict(OTHER_NET, bridge="virbr0")]},
-        "network_networks[lab].bridge: virbr0 is already the bridge of network 'default'"),
+        {"kvmlab_networks": [NET, dict(OTHER_NET, bridge="virbr0")]},
+        "kvmlab_networks[lab].bridge: virbr0 is already the bridge of network 'default'"),
     "overlapping subnets": (
-        {"network_networks": [NET, dict(OTHER_NET, address="192.168.122.129", prefix=25)]},
-        "network_networks[lab]: 192.168.122.128/25 overlaps 192.168.122.0/24 of network 'default'"),
+        {"kvmlab_networks": [NET, dict(OTHER_NET, address="192.168.122.129", prefix=25)]},
+        "kvmlab_networks[lab]: 192.168.122.128/25 overlaps 192.168.122.0/24 of network 'default'"),
     "newline in a bridge name": (
-        {"network_networks": [dict(NET, bridge="virbr0\nx")]},
-        "network_networks[0].bridge: 'virbr0\\nx' holds the control character '\\n'"),
+        {"kvmlab_networks": [dict(NET, bridge="virbr0\nx")]},
+        "kvmlab_networks[0].bridge: 'virbr0\\nx' holds the control character '\\n'"),
     "reservations that are not a list": (
-        {"network_networks": [dict(NET, hosts="win11")]},
-        "network_networks[default].hosts: must be a list of mappings, got 'win11'"),
+        {"kvmlab_networks": [dict(NET, hosts="win11")]},
+        "kvmlab_networks[default].hosts: must be a list of mappings, got 'win11'"),
     "relative pool path": (
-        {"storage_pools": [*POOLS[:2], {"name": "default", "path": "var/lib/libvirt/images"}]},
-        "storage_pools[default].path: 'var/lib/libvirt/images' is relative"),
+        {"kvmlab_storage_pools": [*POOLS[:2], {"name": "default", "path": "var/lib/libvirt/images"}]},
+        "kvmlab_storage_pools[default].path: 'var/lib/libvirt/images' is relative"),
     "pool path collision": (
-        {"storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
-        "storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),
+        {"kvmlab_storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
+        "kvmlab_storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),
     # -- one guest's spec: strings, names, types
     "guest memory not a size": (
-        override("kali", memory="lots"), "guest_spec[kali].memory: not a size: 'lots'"),
+        override("kali", memory="lots"), "kvmlab_guests[kali].memory: not a size: 'lots'"),
     "guest memory a list": (
-        override("kali", memory=["2G"]), "guest_spec[kali].memory: must be a string or a whole number, got ['2G']"),
+        override("kali", memory=["2G"]), "kvmlab_guests[kali].memory: must be a string or a whole number, got ['2G']"),
     "disks a string": (
-        override("kali", disks="kali.qcow2"), "guest_spec[kali].disks: must be a list, got 'kali.qcow2'"),
+        override("kali", disks="kali.qcow2"), "kvmlab_guests[kali].disks: must be a list, got 'kali.qcow2'"),
     "interface a string": (
-        override("kali", interfaces=["default"]), "guest_spec[kali].interfaces[0]: must be a mapping, got 'default'"),
+        override("kali", interfaces=["default"]), "kvmlab_guests[kali].interfaces[0]: must be a mapping, got "
+                                                  "'default'"),
     "pins a list": (
-        override("kali", cpu_pins=["1"]), "guest_spec[kali].cpu_pins: must be a mapping, got ['1']"),
+        override("kali", cpu_pins=["1"]), "kvmlab_guests[kali].cpu_pins: must be a mapping, got ['1']"),
     "overrides of a guest a string": (
-        {"guest_overrides": dict(DEMO_OVERRIDES, kali="big")}, "guest_overrides.kali: must be a mapping of fields"),
+        {"kvmlab_guest_overrides": dict(DEMO_OVERRIDES, kali="big")}, "kvmlab_guest_overrides.kali: must be a "
+                                                                      "mapping of fields"),
     "guest name ending in a newline": (
-        {"site_vm_roles": ["kvmlab.hypervisor.vm_kali"], "guest_overrides": {"kali": dict(
+        {"kvmlab_vm_roles": ["kvmlab.hypervisor.vm_kali"], "kvmlab_guest_overrides": {"kali": dict(
             DEMO_OVERRIDES["kali"], name="kali\n")}},
-        "guest_spec['kali\\n'].name: 'kali\\n' holds the control character '\\n'"),
+        "kvmlab_guests['kali\\n'].name: 'kali\\n' holds the control character '\\n'"),
     "newline in the TPM state directory": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm-kali\nExecStartPre=+/bin/touch /x"}),
-        "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm-kali\\nExecStartPre=+/bin/touch /x' holds the control "
+        "kvmlab_guests[kali].tpm_state_dir: '/mnt/vm/tpm-kali\\nExecStartPre=+/bin/touch /x' holds the control "
         "character '\\n'"),
     "comma in the TPM state directory": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm,kali"}),
-        "guest_spec[kali].tpm_state_dir: '/mnt/vm/tpm,kali' holds ','"),
+        "kvmlab_guests[kali].tpm_state_dir: '/mnt/vm/tpm,kali' holds ','"),
     "tab in a cdrom path": (
         override("kali", cdroms=["/mnt/vm/iso/kali\t.iso"]),
-        "guest_spec[kali].cdroms[0]: '/mnt/vm/iso/kali\\t.iso' holds the control character '\\t'"),
+        "kvmlab_guests[kali].cdroms[0]: '/mnt/vm/iso/kali\\t.iso' holds the control character '\\t'"),
     "machine type with a quote": (
-        override("kali", machine="q35' foo='bar"), "guest_spec[kali].machine: \"q35' foo='bar\" is not a machine type"),
+        override("kali", machine="q35' foo='bar"), "kvmlab_guests[kali].machine: \"q35' foo='bar\" is not a "
+                                                   "machine type"),
     "misspelt guest field": (
-        override("win11", cpu_pin={0: "1"}), "guest_spec[win11].cpu_pin: unknown field"),
+        override("win11", cpu_pin={0: "1"}), "kvmlab_guests[win11].cpu_pin: unknown field"),
     "secure boot without q35": (
-        override("arch", machine="pc"), "guest_spec[arch].machine: Secure Boot needs the q35 machine (for SMM)"),
+        override("arch", machine="pc"), "kvmlab_guests[arch].machine: Secure Boot needs the q35 machine (for SMM)"),
     "nvram on a BIOS guest": (
         override("kali", nvram="/mnt/vm/kali_VARS.fd"),
-        "guest_spec[kali].nvram: needs firmware uefi; this guest has firmware bios"),
+        "kvmlab_guests[kali].nvram: needs firmware uefi; this guest has firmware bios"),
     "multicast MAC": (
         override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": "53:54:00:00:00:01"}]),
-        "guest_spec[kali].interfaces[0].mac: 53:54:00:00:00:01 is a multicast address"),
+        "kvmlab_guests[kali].interfaces[0].mac: 53:54:00:00:00:01 is a multicast address"),
     # -- paths
     "relative nvram": (
-        override("arch", nvram="arch_VARS.fd"), "guest_spec[arch].nvram: 'arch_VARS.fd' is not an absolute path"),
+        override("arch", nvram="arch_VARS.fd"), "kvmlab_guests[arch].nvram: 'arch_VARS.fd' is not an absolute path"),
     "nvram that is not normalised": (
         override("arch", nvram="/mnt/vm/../../etc/shadow"),
-        "guest_spec[arch].nvram: '/mnt/vm/../../etc/shadow' is not normalised; write it as /etc/shadow"),
+        "kvmlab_guests[arch].nvram: '/mnt/vm/../../etc/shadow' is not normalised; write it as /etc/shadow"),
     "nvram outside the guest data": (
         override("arch", nvram="/etc/shadow"),
-        "guest_spec[arch].nvram: /etc/shadow lies outside the storage mount, the pools and libvirt's directories"),
+        "kvmlab_guests[arch].nvram: /etc/shadow lies outside the storage mount, the pools and libvirt's directories"),
     "TPM state outside the guest data": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/root/tpm"}),
-        "guest_spec[kali].tpm_state_dir: /root/tpm lies outside the storage mount"),
+        "kvmlab_guests[kali].tpm_state_dir: /root/tpm lies outside the storage mount"),
     "TPM state in the storage mount itself": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm"}),
-        "guest_spec[kali].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
+        "kvmlab_guests[kali].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
     "TPM socket path too long": (
         override("kali", **{**KALI_TPM, "tpm_socket": "/mnt/vm/" + "s" * 100}),
-        "guest_spec[kali].tpm_socket: '/mnt/vm/sss"),
+        "kvmlab_guests[kali].tpm_socket: '/mnt/vm/sss"),
     "relative cdrom": (
-        override("kali", cdroms=["kali.iso"]), "guest_spec[kali].cdroms[0]: 'kali.iso' is not an absolute path"),
+        override("kali", cdroms=["kali.iso"]), "kvmlab_guests[kali].cdroms[0]: 'kali.iso' is not an absolute path"),
     "relative backing file": (
         override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "base.qcow2"}]),
-        "guest_spec[kali].disks[0].backing_file: 'base.qcow2' is not an absolute path"),
+        "kvmlab_guests[kali].disks[0].backing_file: 'base.qcow2' is not an absolute path"),
     "share of /": (
         override("win11", filesystems=[{"source": "/", "target": "share"}]),
-        "guest_spec[win11].filesystems[0].source: / holds or lies in the system directory"),
+        "kvmlab_guests[win11].filesystems[0].source: / holds or lies in the system directory"),
     "share of /etc": (
         override("win11", filesystems=[{"source": "/etc", "target": "share"}]),
-        "guest_spec[win11].filesystems[0].source: /etc is the system directory /etc"),
+        "kvmlab_guests[win11].filesystems[0].source: /etc is the system directory /etc"),
     "share inside libvirt's directory": (
         override("win11", filesystems=[{"source": "/var/lib/libvirt/qemu", "target": "share"}]),
-        "guest_spec[win11].filesystems[0].source: /var/lib/libvirt/qemu holds or lies in the system directory"),
+        "kvmlab_guests[win11].filesystems[0].source: /var/lib/libvirt/qemu holds or lies in the system directory"),
     "share that holds guest disks": (
         override("win11", filesystems=[{"source": "/mnt/vm", "target": "share"}]),
-        "guest_spec[win11].filesystems[0].source: /mnt/vm holds /mnt/vm/"),
+        "kvmlab_guests[win11].filesystems[0].source: /mnt/vm holds /mnt/vm/"),
     "mount tag over 36 bytes": (
         override("win11", filesystems=[{"source": "/mnt/vm/share", "target": "t" * 37}]),
-        "guest_spec[win11].filesystems[0].target: 'ttt"),
+        "kvmlab_guests[win11].filesystems[0].target: 'ttt"),
     # -- collisions between guests
     "disk of two guests": (
         override("arch", disks=[{"name": "win11.qcow2", "pool": "vm", "size": "40G"}]),
-        "guest_spec[arch].disks[0]: /mnt/vm/win11.qcow2 is already the disk of guest win11"),
+        "kvmlab_guests[arch].disks[0]: /mnt/vm/win11.qcow2 is already the disk of guest win11"),
     "nvram of two guests": (
         override("arch", nvram="/mnt/vm/win11_SECURE_VARS.fd"),
-        "guest_spec[arch].nvram: /mnt/vm/win11_SECURE_VARS.fd is already the NVRAM file of guest win11"),
+        "kvmlab_guests[arch].nvram: /mnt/vm/win11_SECURE_VARS.fd is already the NVRAM file of guest win11"),
     "TPM socket of two guests": (
         override("kali", **{**KALI_TPM, "tpm_socket": "/mnt/vm/swtpm-sock"}),
-        "guest_spec[kali].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest win11"),
+        "kvmlab_guests[kali].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest win11"),
     "TPM state of two guests": (
         override("kali", **{**KALI_TPM, "tpm_state_dir": "/mnt/vm/tpm"}),
-        "guest_spec[kali].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest win11"),
+        "kvmlab_guests[kali].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest win11"),
     "MAC of two guests": (
         override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": WIN11_MAC}]),
-        "guest_spec[kali].interfaces[0].mac: 52:54:00:ab:93:44 is already the MAC of guest win11"),
+        "kvmlab_guests[kali].interfaces[0].mac: 52:54:00:ab:93:44 is already the MAC of guest win11"),
     "MAC reserved for another name": (
         dict(override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": A}]),
-             network_networks=[dict(NET, hosts=[{"name": "printer", "mac": A, "ip": "192.168.122.50"}])]),
-        "guest_spec[kali].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
-        "network_networks[default].hosts"),
+             kvmlab_networks=[dict(NET, hosts=[{"name": "printer", "mac": A, "ip": "192.168.122.50"}])]),
+        "kvmlab_guests[kali].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
+        "kvmlab_networks[default].hosts"),
     "cdrom that is another guest's disk": (
         override("kali", cdroms=["/mnt/vm/win11.qcow2"]),
-        "guest_spec[kali].cdroms[0]: /mnt/vm/win11.qcow2 is the disk of guest win11"),
+        "kvmlab_guests[kali].cdroms[0]: /mnt/vm/win11.qcow2 is the disk of guest win11"),
     "pins that collide between guests": (
         override("kali", cpu_pins={"0": "1"}, emulator_pins="0"),
-        "guest_spec[win11].cpu_pinning: guest win11: 1 vCPUs to pin, but only 0 CPUs are free"),
+        "kvmlab_guests[win11].cpu_pinning: guest win11: 1 vCPUs to pin, but only 0 CPUs are free"),
     "more vCPUs pinned than the host has free": (
-        override("win11", vcpus=4, cpu_threads=2), "guest_spec[win11].cpu_pinning: guest win11: 4 vCPUs to pin"),
+        override("win11", vcpus=4, cpu_threads=2), "kvmlab_guests[win11].cpu_pinning: guest win11: 4 vCPUs to pin"),
     "pin beyond the guest's vCPUs": (
-        override("kali", cpu_pins={"5": "1"}), "guest_spec[kali].cpu_pins: '5': '1' is not a vCPU (0-1)"),
+        override("kali", cpu_pins={"5": "1"}), "kvmlab_guests[kali].cpu_pins: '5': '1' is not a vCPU (0-1)"),
     "disk of a guest libvirt has but the inventory does not": (
         override("kali", disks=[{"name": "ghost.qcow2", "pool": "vm", "size": "1G"}]),
-        "guest_spec[kali].disks[0]: /mnt/vm/ghost.qcow2 is already the file of guest ghost (defined in libvirt, "
+        "kvmlab_guests[kali].disks[0]: /mnt/vm/ghost.qcow2 is already the file of guest ghost (defined in libvirt, "
         "not in the inventory)"),
     "MAC of a guest libvirt has but the inventory does not": (
         override("kali", interfaces=[{"network": "default", "boot_rom": False, "mac": GHOST_MAC}]),
-        "guest_spec[kali].interfaces[0].mac: 52:54:00:99:88:77 is already the MAC of guest ghost (defined in "
+        "kvmlab_guests[kali].interfaces[0].mac: 52:54:00:99:88:77 is already the MAC of guest ghost (defined in "
         "libvirt, not in the inventory)"),
     # -- the console
     "console on every address without opting in": (
         override("arch", graphics_listen="0.0.0.0"),
-        "guest_spec[arch].graphics_listen: 0.0.0.0 puts the spice console on the network, with no password; "
+        "kvmlab_guests[arch].graphics_listen: 0.0.0.0 puts the spice console on the network, with no password; "
         "keep 127.0.0.1"),
     "console address that is a name": (
-        override("arch", graphics_listen="localhost"), "guest_spec[arch].graphics_listen: 'localhost' is not an IP"),
+        override("arch", graphics_listen="localhost"), "kvmlab_guests[arch].graphics_listen: 'localhost' is not an IP"),
 }
 
 GHOST_XML = """<domain type='qemu'>
@@ -260,10 +271,10 @@ def test_every_class_has_cases():
 
 
 def test_preflight_rejects_missing_admin_user(site):
-    run = site("-e", '{"host_libvirt_admins": ["kvmlab", "nosuchuser"]}')
+    run = site("-e", '{"kvmlab_host_libvirt_admins": ["kvmlab", "nosuchuser"]}')
     assert run.rc != 0, run
     # ansible-core prints the unfolded error message on stderr.
-    assert "host_libvirt_admins: nosuchuser do not exist" in run.stdout + run.stderr, run
+    assert "kvmlab_host_libvirt_admins: nosuchuser do not exist" in run.stdout + run.stderr, run
     assert run.changed == 0, run
 
 
@@ -272,9 +283,9 @@ def test_preflight_rejects_missing_admin_user(site):
 def test_preflight_rejects_a_default_uri_that_could_change_the_client_config(host, site, summary, uri):
     conf = "/home/kvmlab/.config/libvirt/libvirt.conf"
     before = host.check_output("sha256sum %s" % conf)
-    run = site("-e", json.dumps({"host_libvirt_uri_default": uri}))
+    run = site("-e", json.dumps({"kvmlab_host_libvirt_uri_default": uri}))
     assert run.rc != 0 and run.changed == 0, run
-    assert "host_libvirt_uri_default: %s is not a plain libvirt URI" % json.dumps(uri) in " ".join(
+    assert "kvmlab_host_libvirt_uri_default: %s is not a plain libvirt URI" % json.dumps(uri) in " ".join(
         (run.stdout + run.stderr).split()), run
     assert host.check_output("sha256sum %s" % conf) == before
     summary["bad inputs refused"] += 1
@@ -297,12 +308,12 @@ def test_system_places_as_cdrom_or_backing_file_are_refused(site, summary):
     """Cdroms and backing files never read system places or another guest's live data (the
     checks of the spec, before any change)."""
     cases = [
-        (override("kali", cdroms=["/etc/shadow"]), "guest_spec[kali].cdroms[0]: /etc/shadow lies in /etc"),
-        (override("kali", cdroms=["/dev/kvmlab-disk"]), "guest_spec[kali].cdroms[0]: /dev/kvmlab-disk lies in /dev"),
+        (override("kali", cdroms=["/etc/shadow"]), "kvmlab_guests[kali].cdroms[0]: /etc/shadow lies in /etc"),
+        (override("kali", cdroms=["/dev/kvmlab-disk"]), "kvmlab_guests[kali].cdroms[0]: /dev/kvmlab-disk lies in /dev"),
         (override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "/root/base.qcow2"}]),
-         "guest_spec[kali].disks[0].backing_file: /root/base.qcow2 lies in /root"),
+         "kvmlab_guests[kali].disks[0].backing_file: /root/base.qcow2 lies in /root"),
         (override("kali", disks=[{"name": "kali2.qcow2", "size": "1G", "backing_file": "/mnt/vm/win11.qcow2"}]),
-         "guest_spec[kali].disks[0].backing_file: /mnt/vm/win11.qcow2 is the disk of guest win11"),
+         "kvmlab_guests[kali].disks[0].backing_file: /mnt/vm/win11.qcow2 is the disk of guest win11"),
     ]
     for extra_vars, message in cases:
         run = site("--check", "-e", json.dumps(extra_vars))

@@ -8,7 +8,6 @@ changed=0."""
 from __future__ import annotations
 
 import itertools
-import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -59,7 +58,7 @@ def merges(host):
 @pytest.mark.parametrize("step", list(STEPS))
 def test_devices_added_reordered_and_removed_stay_valid(host, guest, step, summary):
     specs = [spec(i, STEPS[step](a, b)) for i, (a, b) in enumerate(PAIRS)]
-    run = guest(specs[0], "-e", json.dumps({"guest_specs": specs}))
+    run = guest(specs)
     assert run.rc == 0, run
     for i, wanted in enumerate(specs):
         root = ET.fromstring(host.check_output(V + "dumpxml --inactive merge%d" % i))
@@ -73,6 +72,6 @@ def test_devices_added_reordered_and_removed_stay_valid(host, guest, step, summa
             assert (d.find("readonly") is not None) == (d.get("device") == "cdrom"), (step, PAIRS[i], ET.tostring(d))
         targets = [d.find("target").get("dev") for d in disks]
         assert len(set(targets)) == len(targets), targets
-    again = guest(specs[0], "-e", json.dumps({"guest_specs": specs}))
+    again = guest(specs)
     assert again.rc == 0 and again.changed == 0, again
     summary["device merge cases defined"] += len(specs)

@@ -149,14 +149,14 @@ def test_credentials_in_the_url_never_reach_the_output(host, guest, server, name
         assert SECRET not in run.stdout + run.stderr, out[-3000:]
         if "--check" not in extra:
             assert run.rc != 0 and "403" in out and "***@127.0.0.1" in out, run
-    # The site gathers its guests' specs (site_guests, the VM roles) before resolving them.
-    run = run_site("--check", "-vvv", "-e", json.dumps({"site_guests": [spec(name, source)]}))
+    # The site gathers its guests' specs (kvmlab_guests, the VM roles) before resolving them.
+    run = run_site("--check", "-vvv", "-e", json.dumps({"kvmlab_guests": [spec(name, source)]}))
     assert run.rc == 0 and SECRET not in run.stdout + run.stderr, flat(run)[-3000:]
 
 
 def test_a_module_killed_mid_download_leaves_a_part_the_next_run_removes(host, guest, server, name):
     drip = spec(name, {"url": url("drip.qcow2"), "checksum": "sha256:" + "0" * 64, "deadline": 600})
-    command, env = site_command("-e", json.dumps({"guest_spec": drip}),
+    command, env = site_command("-e", json.dumps({"kvmlab_guests": [drip]}),
                                 playbook_path=str(Path(__file__).parents[1] / "guest.yml"))
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                             start_new_session=True)

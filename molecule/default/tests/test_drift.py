@@ -106,7 +106,7 @@ def test_reservation_modified_in_place(host, site):
     net = {"name": "default", "bridge": "virbr0", "address": "192.168.122.1", "prefix": 24,
            "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"},
            "hosts": [dict(spec, ip="192.168.122.137")]}
-    run = site("--diff", "-e", json.dumps({"network_networks": [net]}))
+    run = site("--diff", "-e", json.dumps({"kvmlab_networks": [net]}))
     assert run.rc == 0 and run.changed == 1, run
     for flags in ("", "--inactive "):
         assert "ip='192.168.122.137'" in host.check_output(V + "net-dumpxml " + flags + "default")
@@ -124,20 +124,20 @@ def test_bridge_change_waits_for_allow_restart(host, site):
                "python3 -c \"import json,xml.etree.ElementTree as E;print(json.dumps(E.fromstring("
                "open('/etc/libvirt/qemu/networks/default.xml').read()).find('ip/dhcp/host').get('mac')))\"")),
                "ip": "192.168.122.136"}]}
-    extra = json.dumps({"network_networks": [net]})
+    extra = json.dumps({"kvmlab_networks": [net]})
     held = site("-e", extra)
     assert held.rc == 0 and held.changed == 1, held
-    assert "network_allow_restart" in held.stderr + held.stdout, held  # the warning says how
+    assert "kvmlab_network_allow_restart" in held.stderr + held.stdout, held  # the warning says how
     assert "<bridge name='virbr9'" in host.check_output(V + "net-dumpxml --inactive default")
     assert "<bridge name='virbr0'" in host.check_output(V + "net-dumpxml default"), "restarted without opt-in"
     assert site("-e", extra).changed == 0  # the pending restart is not a change on every run
 
-    applied = site("-e", extra, "-e", "network_allow_restart=true")
+    applied = site("-e", extra, "-e", "kvmlab_network_allow_restart=true")
     assert applied.rc == 0 and applied.changed == 1, applied
     assert host.interface("virbr9").exists
     assert not host.interface("virbr0").exists
 
-    back = site("-e", "network_allow_restart=true")
+    back = site("-e", "kvmlab_network_allow_restart=true")
     assert back.rc == 0 and back.changed == 1, back
     assert host.interface("virbr0").exists
     assert site().changed == 0
@@ -147,7 +147,7 @@ def test_volumes_never_shrink_and_grow_only_when_asked(host, site):
     name = "grow-%s.qcow2" % uuid.uuid4().hex[:8]
 
     def volumes(capacity, **kw):
-        return json.dumps({"storage_volumes": [dict({"pool": "vm", "name": name, "capacity": capacity}, **kw)]})
+        return json.dumps({"kvmlab_storage_volumes": [dict({"pool": "vm", "name": name, "capacity": capacity}, **kw)]})
 
     def size():
         return json.loads(host.check_output("qemu-img info --output=json /mnt/vm/" + name))["virtual-size"]
@@ -179,7 +179,7 @@ def test_volume_copied_in_by_hand_is_kept_and_overlays_are_created(host, site):
     # Made outside libvirt, which does not list it until its pool is rescanned.
     host.run_test("qemu-img create -q -f qcow2 /mnt/vm/%s 32M" % base)
     digest = host.check_output("sha256sum /mnt/vm/" + base)
-    spec = json.dumps({"storage_volumes": [
+    spec = json.dumps({"kvmlab_storage_volumes": [
         {"pool": "vm", "name": base, "capacity": "32M"},
         {"pool": "vm", "name": overlay, "capacity": "32M", "backing_file": "/mnt/vm/" + base}]})
     try:

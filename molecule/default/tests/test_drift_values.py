@@ -29,7 +29,7 @@ GUESTS = ("win11", "arch", "kali")
 
 def demo_desired(host) -> dict:
     """Each demo guest's domain XML as the site builds it, from this host's topology."""
-    pools = yaml.safe_load((ROOT / "roles/storage/defaults/main.yml").read_text())["storage_pools"]
+    pools = yaml.safe_load((ROOT / "roles/storage/defaults/main.yml").read_text())["kvmlab_storage_pools"]
     topology = host.ansible("kvmlab.hypervisor.cpu_topology", "", check=False)["ansible_facts"]["kvmlab_cpu_topology"]
     specs = []
     for vm in GUESTS:

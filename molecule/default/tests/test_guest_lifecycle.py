@@ -14,7 +14,7 @@ import yaml
 from guest_data import assert_kept, sums
 
 DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
-DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["guest_overrides"]
+DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["kvmlab_guest_overrides"]
 
 V = "virsh -c qemu:///system "
 # A small UEFI guest under TCG (UEFI does not run under KVM in this container).
@@ -84,15 +84,15 @@ def test_site_redefinition_and_absent_keep_win11_data(host, site, summary):
     before = sums(host, *files)
     uid = host.check_output(V + "domuuid win11")
     try:
-        # Extra vars replace guest_overrides whole: keep the inventory's for the other guests.
-        more = {"guest_overrides": dict(DEMO_OVERRIDES, win11=dict(DEMO_OVERRIDES["win11"], memory="3G",
-                                                                   state="shutdown"))}
+        # Extra vars replace kvmlab_guest_overrides whole: keep the inventory's for the other guests.
+        win11 = dict(DEMO_OVERRIDES["win11"], memory="3G", state="shutdown")
+        more = {"kvmlab_guest_overrides": dict(DEMO_OVERRIDES, win11=win11)}
         run = site("-e", json.dumps(more))
         assert run.rc == 0 and run.changed == 1, run
         assert "3145728" in host.check_output(V + "dumpxml --inactive win11")
         assert_kept(host, summary, before)
 
-        more["guest_overrides"]["win11"]["state"] = "absent"
+        more["kvmlab_guest_overrides"]["win11"]["state"] = "absent"
         run = site("-e", json.dumps(more))
         assert run.rc == 0 and run.changed == 1, run
         assert host.run(V + "dominfo win11").rc != 0

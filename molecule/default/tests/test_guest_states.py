@@ -14,7 +14,7 @@ import yaml
 
 V = "virsh -c qemu:///system "
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
-                      .read_text())["guest_overrides"]
+                      .read_text())["kvmlab_guest_overrides"]
 # kali: the demo's BIOS guest under KVM, cheap to pause, save and restore.
 CASES = {
     "paused": (V + "suspend kali", V + "domstate kali | grep -qx paused", "resume"),
@@ -95,8 +95,8 @@ def test_a_guest_libvirt_refuses_does_not_stop_the_others(host, site, summary):
     """kali asks for more vCPUs than the q35 machine takes (the spec checks pass, libvirt refuses
     the definition) while arch gets more memory: kali's failure carries libvirt's message and
     the differences, arch is still converged, and the task fails at the end."""
-    more = {"guest_overrides": dict(DEMO, kali=dict(DEMO["kali"], vcpus=512),
-                                    arch=dict(DEMO.get("arch", {}), memory="2560M"))}
+    more = {"kvmlab_guest_overrides": dict(DEMO, kali=dict(DEMO["kali"], vcpus=512),
+                                           arch=dict(DEMO.get("arch", {}), memory="2560M"))}
     kali_before = host.check_output(V + "dumpxml --inactive kali")
     try:
         run = site("--tags", "guests", "-e", json.dumps(more))

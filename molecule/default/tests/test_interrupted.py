@@ -13,7 +13,7 @@ from guest_data import assert_kept, sums
 
 V = "virsh -c qemu:///system "
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
-                      .read_text())["guest_overrides"]
+                      .read_text())["kvmlab_guest_overrides"]
 DATA = ("/mnt/vm/win11.qcow2", "/mnt/vm/win11_SECURE_VARS.fd", "/mnt/vm/tpm/tpm2-00.permall",
         "/var/lib/libvirt/images/arch-vm-minimal.qcow2", "/var/lib/libvirt/qemu/nvram/arch_VARS.fd",
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2")
@@ -28,7 +28,7 @@ def test_killed_while_converging_the_guests(host, site, summary):
     # has work for each, and is killed as it starts (the guest in flight may still be defined
     # by the module that runs on the host; the others are not).
     more = {g: dict(DEMO.get(g, {}), memory="3G", state="shutdown") for g in ("win11", "arch", "kali")}
-    extra = ("-e", json.dumps({"guest_overrides": more}))
+    extra = ("-e", json.dumps({"kvmlab_guest_overrides": more}))
     try:
         killed_run(extra, "TASK [kvmlab.hypervisor.guest : Converge the guests]")
         redefined = [g for g in ("win11", "arch", "kali")
@@ -55,7 +55,7 @@ def test_killed_in_the_storage_role(host, site, summary):
     host.run_test(STOP)
     before = sums(host, *DATA)
     off = {g: dict(DEMO.get(g, {}), state="shutdown") for g in ("win11", "arch", "kali")}
-    extra = ("-e", json.dumps({"guest_overrides": off}))
+    extra = ("-e", json.dumps({"kvmlab_guest_overrides": off}))
     host.run_test("umount /mnt/vm")
     try:
         killed_run(extra, "TASK [kvmlab.hypervisor.storage")

@@ -1,4 +1,4 @@
-"""Many guests in one pass: 20 generated guests (site_guests, no role each) are converged by the
+"""Many guests in one pass: 20 generated guests (kvmlab_guests, no role each) are converged by the
 site; the no-op run after is changed=0, and its remote task executions (counted by the
 task_count callback) are exactly those of the site's no-op without them: the count does not grow
 with the number of guests. Then the generated guests are removed with their disks."""
@@ -27,7 +27,7 @@ def counted_run(site, tmp_path: Path, specs: list | None, *extra: str):
     args = list(extra)
     if specs is not None:
         vars_file = tmp_path / "guests.json"
-        vars_file.write_text(json.dumps({"site_guests": specs}))
+        vars_file.write_text(json.dumps({"kvmlab_guests": specs}))
         args += ["-e", "@%s" % vars_file]
     callbacks = ",".join(filter(None, [os.environ.get("ANSIBLE_CALLBACKS_ENABLED"), "check_no_change", "task_count"]))
     run = site(*args, env={"ANSIBLE_CALLBACKS_ENABLED": callbacks, "KVMLAB_TASK_COUNT": str(count_file)})

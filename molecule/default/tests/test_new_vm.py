@@ -42,8 +42,8 @@ def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
     # The demo inventory plus one line (and, as for win11 and arch, TCG for a UEFI guest here;
     # a small disk and memory for the container).
     extra = json.dumps({
-        "site_vm_roles": [*DEMO["site_vm_roles"], role],
-        "guest_overrides": dict(DEMO["guest_overrides"], **{name: {
+        "kvmlab_vm_roles": [*DEMO["kvmlab_vm_roles"], role],
+        "kvmlab_guest_overrides": dict(DEMO["kvmlab_guest_overrides"], **{name: {
             "virt_type": "qemu", "cpu_mode": "maximum", "memory": "256M",
             "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}})})
     roles = {"ANSIBLE_ROLES_PATH": str(tmp_path)}

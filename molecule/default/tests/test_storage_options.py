@@ -27,17 +27,17 @@ def test_existing_cow_images_are_reported_never_rewritten(host, site):
 
 def test_root_filesystem_that_is_not_btrfs_is_refused(site):
     # The container's / is overlayfs: with no device given, the role looks there.
-    run = site("-e", "storage_btrfs_device=")
+    run = site("-e", "kvmlab_storage_btrfs_device=")
     assert run.rc != 0, run
     assert "The filesystem of / on kvmlab-molecule-default is overlay, not btrfs" in run.stderr, run
-    assert "storage_btrfs_enabled: false" in run.stderr, run
+    assert "kvmlab_storage_btrfs_enabled: false" in run.stderr, run
     assert run.changed == 0, run
 
 
 def test_plain_directory_when_btrfs_is_off(host, site):
-    spec = {"storage_btrfs_enabled": False, "storage_mount_point": "/srv/plain",
-            "storage_directories": [{"path": "/srv/plain/iso"}],
-            "storage_pools": [{"name": "plain", "path": "/srv/plain"}]}
+    spec = {"kvmlab_storage_btrfs_enabled": False, "kvmlab_storage_mount_point": "/srv/plain",
+            "kvmlab_storage_directories": [{"path": "/srv/plain/iso"}],
+            "kvmlab_storage_pools": [{"name": "plain", "path": "/srv/plain"}]}
     try:
         run = site("-e", json.dumps(spec))
         assert run.rc == 0, run

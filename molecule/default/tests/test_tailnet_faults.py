@@ -81,10 +81,10 @@ def test_a_rule_for_a_bridge_that_left_the_settings_is_removed(host, site):
     assert probe(host, "connected").startswith("connected")
 
 
-@pytest.mark.parametrize("off", [OFF, json.dumps({"network_tailscale_enabled": False})],
+@pytest.mark.parametrize("off", [OFF, json.dumps({"kvmlab_network_tailscale_enabled": False})],
                          ids=["allow_in-off", "tailscale-off"])
 def test_turning_the_tailnet_off_removes_the_hook_its_settings_and_its_rules(host, site, off):
-    """Turning network_tailscale_allow_in (or the whole tailnet) off: --check names what would go
+    """Turning kvmlab_network_tailscale_allow_in (or the whole tailnet) off: --check names what would go
     and removes nothing; the real run removes the hook, its settings and its rules; then changed=0,
     and turning it on again brings all back."""
     run = site("-e", ON)

@@ -12,8 +12,8 @@ import json
 
 from conftest import FAKE_TAILSCALE
 
-# The firewall side (network_tailscale_allow_in) is tested by molecule/shared/tests/test_tailnet.py.
-ON = json.dumps({"network_tailscale_enabled": True, "network_tailscale_allow_in": False})
+# The firewall side (kvmlab_network_tailscale_allow_in) is tested by molecule/shared/tests/test_tailnet.py.
+ON = json.dumps({"kvmlab_network_tailscale_enabled": True, "kvmlab_network_tailscale_allow_in": False})
 
 
 def test_vm_subnet_is_advertised_keeping_other_routes(site, tailscale):
@@ -34,7 +34,7 @@ def test_missing_tailscale_is_a_clear_error(host, site):
     run = site("-e", ON)
     assert run.rc != 0, run
     assert "Tailscale is not installed on kvmlab-molecule-default" in run.stderr, run
-    assert "network_tailscale_install: true" in run.stderr, run
+    assert "kvmlab_network_tailscale_install: true" in run.stderr, run
 
 
 # A package named tailscale in a local apt repository (file:, trusted), as Tailscale's own
@@ -69,8 +69,8 @@ def test_an_installed_tailscale_gets_tailscaled_enabled_and_started(host, site):
     host.run_test("echo 'deb [trusted=yes] file:%s ./' > /etc/apt/sources.list.d/kvmlab-test.list && apt-get update -qq"
                   " -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/kvmlab-test.list -o Dir::Etc::sourceparts=-"
                   " -o APT::Get::List-Cleanup=0" % REPO)
-    install = json.dumps({"network_tailscale_enabled": True, "network_tailscale_install": True,
-                          "network_tailscale_allow_in": False})
+    install = json.dumps({"kvmlab_network_tailscale_enabled": True, "kvmlab_network_tailscale_install": True,
+                          "kvmlab_network_tailscale_allow_in": False})
     try:
         assert not host.package("tailscale").is_installed
         run = site("-e", install)

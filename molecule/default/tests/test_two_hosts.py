@@ -45,7 +45,7 @@ def second(tmp_path_factory):
                 "ansible_ssh_private_key_file": conn["identity_file"],
                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
                 # Its own guests: none of the demo's VM roles, one plain spec.
-                "site_vm_roles": [], "site_guests": [spec]}
+                "kvmlab_vm_roles": [], "kvmlab_guests": [spec]}
         path = directory / "second.yml"
         path.write_text(yaml.safe_dump({"all": {"children": {"hypervisors": {"hosts": {SECOND: host}}}}}))
         return path

@@ -21,7 +21,7 @@ def test_workstation_inventory_fails_only_on_the_missing_hardware(host):
     # Where the seed host is reached and what it is, not what it has: the container's address,
     # root without sudo, and its btrfs loop disk standing in for the seed's btrfs root.
     extra = dict({k: v for k, v in connection.items() if k.startswith("ansible_")},
-                 ansible_become=False, storage_btrfs_device="/dev/kvmlab-disk")
+                 ansible_become=False, kvmlab_storage_btrfs_device="/dev/kvmlab-disk")
     state = "for g in win11 arch kali; do " + V + "dumpxml --inactive $g; done; " + V + "net-dumpxml default"
     before = host.check_output(state)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0")
@@ -33,17 +33,17 @@ def test_workstation_inventory_fails_only_on_the_missing_hardware(host):
     assert run.returncode != 0, out
     threads = len(host.check_output("ls -d /sys/devices/system/cpu/cpu[0-9]*").split())
     # The seed pins win11's 6 vCPUs; this container has far fewer threads.
-    assert "guest_spec[win11].cpu_pinning: guest win11: 6 vCPUs to pin, but only" in out, out
+    assert "kvmlab_guests[win11].cpu_pinning: guest win11: 6 vCPUs to pin, but only" in out, out
     memory_kib = int(host.check_output("awk '/MemTotal/ {print $2}' /proc/meminfo"))
     if memory_kib < 16 * 1024 * 1024:
-        assert "guest_spec[win11].memory: guest win11 asks for 16G, but the host has" in out, out
+        assert "kvmlab_guests[win11].memory: guest win11 asks for 16G, but the host has" in out, out
     else:
-        assert "guest_spec[win11].memory" not in out, out
-    # The seed's host_reserve (6 threads, 16G, 500G kept for the host) leaves this container
+        assert "kvmlab_guests[win11].memory" not in out, out
+    # The seed's kvmlab_host_reserve (6 threads, 16G, 500G kept for the host) leaves this container
     # nothing for the seed's guests, and the site says so, field by field, from what it measured.
-    assert ("host_reserve.cpus: the guests ask for 10 vCPUs together, but the host has %d threads and keeps 6 "
+    assert ("kvmlab_host_reserve.cpus: the guests ask for 10 vCPUs together, but the host has %d threads and keeps 6 "
             "for itself, leaving 0" % threads) in out, out
-    assert "host_reserve.storage: the guests' disks hold up to 142.0G together, but the filesystem of /mnt/vm" \
+    assert "kvmlab_host_reserve.storage: the guests' disks hold up to 142.0G together, but the filesystem of /mnt/vm" \
         in out, out
     assert "Traceback" not in out, out
     # It stopped in the preflight, before the host role's first task.

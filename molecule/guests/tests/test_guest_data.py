@@ -13,7 +13,7 @@ from conftest import killed_run
 from guest_agent import V
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
-                      .read_text())["guest_overrides"]
+                      .read_text())["kvmlab_guest_overrides"]
 NV_INDEX = "0x1500016"
 NV_SECRET = "kvmlab-nv-secret"
 EFI_VAR = "KvmlabMarker-3f2a6c1e-8d1b-4b8e-9c55-0c6a1d2e7f10"
@@ -43,7 +43,7 @@ WRITTEN = {"tpm": NV_SECRET, "efi": EFI_DATA, "file": FILE_DATA}
 
 
 def overrides(**win11) -> tuple:
-    return ("-e", json.dumps({"guest_overrides": dict(DEMO, win11=dict(DEMO["win11"], **win11))}))
+    return ("-e", json.dumps({"kvmlab_guest_overrides": dict(DEMO, win11=dict(DEMO["win11"], **win11))}))
 
 
 def test_tpm_nv_efi_variable_and_file_survive(guests, host, site, summary):

@@ -13,14 +13,14 @@ import yaml
 from guest_agent import V
 
 DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
-                      .read_text())["guest_overrides"]
+                      .read_text())["kvmlab_guest_overrides"]
 TIMEOUT = 90
 
 
 def test_state_shutdown_powers_a_running_guest_off(guests, host, site):
     guests.wait(["kali"])
     kali = dict(DEMO["kali"], state="shutdown", shutdown_timeout=TIMEOUT)
-    off = ("-e", json.dumps({"guest_overrides": dict(DEMO, kali=kali)}))
+    off = ("-e", json.dumps({"kvmlab_guest_overrides": dict(DEMO, kali=kali)}))
     start = time.monotonic()
     run = site(*off)
     took = time.monotonic() - start

@@ -6,7 +6,7 @@ at its reservation 192.168.122.136 in the scenario `guests`, where it runs the g
 service on port 7777 answers with its name); in the scenarios whose guests have no OS, a namespace
 attached to virbr0 with an address from the DHCP range plays it, listening on TCP 8080. libvirt's
 rules admit only replies into virbr0, so the peer's connection is rejected until the network
-role's hook (network_tailscale_allow_in) puts its rule ahead of them; the rule survives a
+role's hook (kvmlab_network_tailscale_allow_in) puts its rule ahead of them; the rule survives a
 libvirtd restart and comes back when libvirt restarts the network (libvirt runs the hook).
 The backend here is the one Debian's libvirt uses (iptables); the nftables path is tested in
 molecule/debian13/tests/test_tailnet_nft.py.
@@ -24,8 +24,8 @@ from conftest import FAKE_TAILSCALE
 # The real guest where it has an OS, else the namespace that plays it.
 REAL = os.environ.get("MOLECULE_SCENARIO_NAME") == "guests"
 GUEST_IP, PORT = ("192.168.122.136", 7777) if REAL else ("192.168.122.250", 8080)
-ON = json.dumps({"network_tailscale_enabled": True})
-OFF = json.dumps({"network_tailscale_enabled": True, "network_tailscale_allow_in": False})
+ON = json.dumps({"kvmlab_network_tailscale_enabled": True})
+OFF = json.dumps({"kvmlab_network_tailscale_enabled": True, "kvmlab_network_tailscale_allow_in": False})
 HOOK = "/etc/libvirt/hooks/network.d/50-kvmlab-tailnet"
 PEER = """set -e
 ip netns add kvmlab-peer

@@ -77,9 +77,10 @@ def nft_plan(listing, interface, bridge, routes, bridges=None):
 
 
 def iptables_plan(listing, interface, bridge, routes, bridges=None):
-    """(line numbers of our rules to delete, highest first; routes to insert; the deleted rules) for `iptables -S FORWARD`
-    output: this network's rules must all come before libvirt's jumps, one per route; the rules of
-    bridges no longer in the settings (`bridges`, default this one only) go. Other networks' stay."""
+    """(line numbers of our rules to delete, highest first; routes to insert; the deleted rules)
+    for `iptables -S FORWARD` output: this network's rules must all come before libvirt's jumps,
+    one per route; the rules of bridges no longer in the settings (`bridges`, default this one
+    only) go. Other networks' stay."""
     rules = [line for line in listing.splitlines() if line.startswith("-A ")]
     ours = [(i + 1, r) for i, r in enumerate(rules) if '--comment "%s ' % MARK in r]
     first_libvirt = next((i + 1 for i, r in enumerate(rules) if "-j LIBVIRT_" in r), len(rules) + 1)

@@ -37,10 +37,10 @@ def test_filters_are_registered():
 
 def test_error_filters_name_the_field_of_a_wrong_shape():
     assert network_errors.network_errors({"name": "default"}) == [
-        "network_networks: must be a list of mappings, got {'name': 'default'}."]
-    assert storage_errors.storage_errors("vm") == ["storage_pools: must be a list of mappings, got 'vm'."]
+        "kvmlab_networks: must be a list of mappings, got {'name': 'default'}."]
+    assert storage_errors.storage_errors("vm") == ["kvmlab_storage_pools: must be a list of mappings, got 'vm'."]
     assert network_errors.network_errors([{"name": "default", "hosts": "win11"}]) == [
-        "network_networks[default].hosts: must be a list of mappings, got 'win11'."]
+        "kvmlab_networks[default].hosts: must be a list of mappings, got 'win11'."]
 
 
 def test_storage_errors_combines_pools_and_volumes():

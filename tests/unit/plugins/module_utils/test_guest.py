@@ -68,7 +68,7 @@ def empty_cdroms(xml: str) -> str:
 
 def test_defaults_match_the_roles_argument_specs():
     specs = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
-    options = specs["argument_specs"]["main"]["options"]["guest_spec"]["options"]
+    options = specs["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]
     assert set(options) == set(DEFAULTS)
     for key, option in options.items():
         assert option.get("default") == DEFAULTS[key], key
@@ -285,7 +285,7 @@ ARCH_URL = "https://geo.mirror.pkgbuild.com/images/latest/Arch-Linux-x86_64-basi
 
 def test_disk_options_match_the_roles_argument_specs():
     specs = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
-    disks = specs["argument_specs"]["main"]["options"]["guest_spec"]["options"]["disks"]["options"]
+    disks = specs["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]["disks"]["options"]
     assert set(disks) == set(DISK_DEFAULTS)
     source = disks["source"]["options"]
     assert set(source) == set(SOURCE_KEYS)

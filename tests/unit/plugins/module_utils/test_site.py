@@ -57,27 +57,27 @@ def test_the_seed_site_resolves_with_xml_and_disk_paths():
 
 @pytest.mark.parametrize(("specs", "message"), [
     ([small("a"), small("b", disks=[{"name": "a.qcow2", "size": "1G"}])],
-     "guest_spec[b].disks[0]: /mnt/vm/a.qcow2 is already the disk of guest a; two guests must never share a disk."),
+     "kvmlab_guests[b].disks[0]: /mnt/vm/a.qcow2 is already the disk of guest a; two guests must never share a disk."),
     ([small("a", firmware="uefi", nvram="/mnt/vm/x.fd"), small("b", firmware="uefi", nvram="/mnt/vm/x.fd")],
-     "guest_spec[b].nvram: /mnt/vm/x.fd is already the NVRAM file of guest a"),
+     "kvmlab_guests[b].nvram: /mnt/vm/x.fd is already the NVRAM file of guest a"),
     ([small("a", firmware="uefi"), small("b", firmware="uefi", nvram="/var/lib/libvirt/qemu/nvram/a_VARS.fd")],
-     "guest_spec[b].nvram: /var/lib/libvirt/qemu/nvram/a_VARS.fd is already the NVRAM file of guest a"),
+     "kvmlab_guests[b].nvram: /var/lib/libvirt/qemu/nvram/a_VARS.fd is already the NVRAM file of guest a"),
     ([small("a", tpm="external"), small("b", tpm="external", tpm_state_dir="/mnt/vm/tpm-b")],
-     "guest_spec[b].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest a"),
+     "kvmlab_guests[b].tpm_socket: /mnt/vm/swtpm-sock is already the TPM socket of guest a"),
     ([small("a", tpm="external"), small("b", tpm="external", tpm_socket="/mnt/vm/b.sock")],
-     "guest_spec[b].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest a"),
+     "kvmlab_guests[b].tpm_state_dir: /mnt/vm/tpm is already the TPM state directory of guest a"),
     ([small("a"), small("b", interfaces=[{"mac": "52:54:00:19:bf:38"}])],
      "is already the MAC of guest a"),
     ([small("a"), small("b", cdroms=["/mnt/vm/a.qcow2"])],
-     "guest_spec[b].cdroms[0]: /mnt/vm/a.qcow2 is the disk of guest a; a cdrom must be an ISO image"),
+     "kvmlab_guests[b].cdroms[0]: /mnt/vm/a.qcow2 is the disk of guest a; a cdrom must be an ISO image"),
     ([small("a"), small("b", filesystems=[{"source": "/mnt/vm", "target": "t"}])],
-     "guest_spec[b].filesystems[0].source: /mnt/vm holds /mnt/vm/a.qcow2, the disk of guest a"),
-    ([small("a"), small("a")], "guest_spec[a].name: two specs define the guest a"),
+     "kvmlab_guests[b].filesystems[0].source: /mnt/vm holds /mnt/vm/a.qcow2, the disk of guest a"),
+    ([small("a"), small("a")], "kvmlab_guests[a].name: two specs define the guest a"),
     ([small("a", disks=[{"name": "a.qcow2", "size": "1G", "pool": "nope"}])],
-     "guest_spec[a].disks[0].pool: 'nope' is neither in storage_pools nor a libvirt pool"),
+     "kvmlab_guests[a].disks[0].pool: 'nope' is neither in kvmlab_storage_pools nor a libvirt pool"),
     ([small("a", firmware="uefi", nvram="/srv/a.fd")],
-     "guest_spec[a].nvram: /srv/a.fd lies outside the storage mount, the pools and libvirt's directories"),
-    ([small("a", tpm="external", tpm_state_dir="/srv/tpm")], "guest_spec[a].tpm_state_dir: /srv/tpm lies outside"),
+     "kvmlab_guests[a].nvram: /srv/a.fd lies outside the storage mount, the pools and libvirt's directories"),
+    ([small("a", tpm="external", tpm_state_dir="/srv/tpm")], "kvmlab_guests[a].tpm_state_dir: /srv/tpm lies outside"),
 ])
 def test_collisions_and_foreign_paths_are_named(specs, message):
     if "MAC of guest a" in message:  # a's first interface gets guest_mac("a", 0)
@@ -98,9 +98,9 @@ def test_guests_libvirt_has_count_too():
     errors = errors_of([small("a"), small("b", disks=[{"name": "g.qcow2", "size": "1G"}],
                                           interfaces=[{"mac": "52:54:00:aa:bb:cc"}])], topology=topology)
     assert errors == [
-        "guest_spec[b].disks[0]: /mnt/vm/g.qcow2 is already the file of guest ghost (defined in libvirt, not in the "
+        "kvmlab_guests[b].disks[0]: /mnt/vm/g.qcow2 is already the file of guest ghost (defined in libvirt, not in the "
         "inventory); two guests must never share a disk.",
-        "guest_spec[b].interfaces[0].mac: 52:54:00:aa:bb:cc is already the MAC of guest ghost (defined in libvirt, "
+        "kvmlab_guests[b].interfaces[0].mac: 52:54:00:aa:bb:cc is already the MAC of guest ghost (defined in libvirt, "
         "not in the inventory); two guests must never share a MAC."]
     # Its own old definition (a) is no other owner; libvirt's pools give paths too.
     assert errors_of([small("a")], topology=topology) == []
@@ -111,8 +111,8 @@ def test_guests_libvirt_has_count_too():
 def test_mac_reserved_for_another_name():
     networks = [{"name": "default", "hosts": [{"name": "printer", "mac": "52:54:00:00:00:0a", "ip": "1.2.3.4"}]}]
     errors = errors_of([small("a", interfaces=[{"mac": "52:54:00:00:00:0a"}])], networks=networks)
-    assert errors == ["guest_spec[a].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
-                      "network_networks[default].hosts; give this guest another MAC."]
+    assert errors == ["kvmlab_guests[a].interfaces[0].mac: 52:54:00:00:00:0a is reserved for printer in "
+                      "kvmlab_networks[default].hosts; give this guest another MAC."]
     networks[0]["hosts"][0]["name"] = "a"
     assert errors_of([small("a", interfaces=[{"mac": "52:54:00:00:00:0a"}])], networks=networks) == []
 
@@ -128,7 +128,7 @@ def test_pins_are_computed_jointly(tmp_path):
     # A third auto guest finds nothing left and is named.
     errors = resolve([small("a", vcpus=2, cpu_pinning="auto"), small("b", vcpus=2, cpu_pinning="auto"),
                       small("d", vcpus=2, cpu_pinning="auto")], {"pools": POOLS, "topology": topology})[1]
-    assert len(errors) == 1 and errors[0].startswith("guest_spec[d].cpu_pinning: guest d: 2 vCPUs to pin, but only")
+    assert len(errors) == 1 and errors[0].startswith("kvmlab_guests[d].cpu_pinning: guest d: 2 vCPUs to pin, but only")
 
 
 # Every string field of a spec, with where it sits (top level or in a list item).
@@ -169,9 +169,9 @@ def test_string_fields_cover_the_spec():
 def test_control_characters_are_refused_in_every_string_field(field):
     spec = with_value(field, "/mnt/vm/a\nExecStartPre=+/bin/sh")
     errors = errors_of([spec])
-    label = "guest_spec[q]." + field.replace(".", "[0].").replace("cdroms[0].path", "cdroms[0]")
+    label = "kvmlab_guests[q]." + field.replace(".", "[0].").replace("cdroms[0].path", "cdroms[0]")
     if field == "name":  # the guest is then shown by its name's repr
-        label = "guest_spec[%r].name" % "/mnt/vm/a\nExecStartPre=+/bin/sh"
+        label = "kvmlab_guests[%r].name" % "/mnt/vm/a\nExecStartPre=+/bin/sh"
     assert any(e.startswith(label) and "control character" in e for e in errors), errors
 
 
@@ -203,9 +203,9 @@ def test_hostile_strings_reach_the_xml_verbatim_or_are_refused_by_name(field):
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"graphics": "vnc", "graphics_password": "123456789"}, "guest_spec[q].graphics_password: VNC uses at most 8"),
-    ({"graphics": "none", "graphics_password": "x"}, "guest_spec[q].graphics_password: this guest has no console"),
-    ({"graphics_listen": "192.168.1.5"}, "guest_spec[q].graphics_listen: 192.168.1.5 puts the spice console on the "
+    ({"graphics": "vnc", "graphics_password": "123456789"}, "kvmlab_guests[q].graphics_password: VNC uses at most 8"),
+    ({"graphics": "none", "graphics_password": "x"}, "kvmlab_guests[q].graphics_password: this guest has no console"),
+    ({"graphics_listen": "192.168.1.5"}, "kvmlab_guests[q].graphics_listen: 192.168.1.5 puts the spice console on the "
                                          "network, with no password; keep 127.0.0.1"),
 ])
 def test_console_mistakes_are_named(fields, message):
@@ -223,21 +223,21 @@ def test_a_value_xml_cannot_carry_is_an_error_naming_guest_and_field(monkeypatch
 
     monkeypatch.setattr(site_module, "normalize", lax)
     errors = resolve([small("a", cpu_mode="custom", cpu_model="x")], {"pools": POOLS})[1]
-    assert errors == ["guest_spec[a]: guest a: cpu_model holds a character that cannot go into its libvirt XML: "
+    assert errors == ["kvmlab_guests[a]: guest a: cpu_model holds a character that cannot go into its libvirt XML: "
                       "'a\\x01b'"]
 
 
 @pytest.mark.parametrize("password", ["s3cr\net", 12345678, ["s3cret"]])
 def test_a_bad_password_is_named_but_never_shown(password):
     errors = errors_of([dict(small("q"), graphics_password=password)])
-    assert errors == ["guest_spec[q].graphics_password: must be a string without control characters (its value "
+    assert errors == ["kvmlab_guests[q].graphics_password: must be a string without control characters (its value "
                       "is not shown)."]
 
 
 @pytest.mark.parametrize(("state", "message"), [
-    ("/mnt/vm", "guest_spec[q].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
-    ("/mnt", "guest_spec[q].tpm_state_dir: /mnt is or holds /mnt/vm"),
-    ("/mnt/vm/iso", "guest_spec[q].tpm_state_dir: /mnt/vm/iso is or holds /mnt/vm/iso"),
+    ("/mnt/vm", "kvmlab_guests[q].tpm_state_dir: /mnt/vm is or holds /mnt/vm, which swtpm's unit would hand to tss"),
+    ("/mnt", "kvmlab_guests[q].tpm_state_dir: /mnt is or holds /mnt/vm"),
+    ("/mnt/vm/iso", "kvmlab_guests[q].tpm_state_dir: /mnt/vm/iso is or holds /mnt/vm/iso"),
 ])
 def test_tpm_state_is_a_directory_of_its_own(state, message):
     errors = errors_of([small("q", tpm="external", tpm_socket="/mnt/vm/q.sock", tpm_state_dir=state,
@@ -250,7 +250,7 @@ def test_tpm_state_must_not_hold_another_guests_data():
                         small("b", tpm="external", tpm_socket="/mnt/vm/b.sock", tpm_state_dir="/mnt/vm/t",
                               disks=[]),
                         small("c", firmware="uefi", nvram="/mnt/vm/t/c.fd", disks=[])])
-    assert errors == ["guest_spec[b].tpm_state_dir: /mnt/vm/t holds /mnt/vm/t/c.fd, the NVRAM file of guest c; give "
+    assert errors == ["kvmlab_guests[b].tpm_state_dir: /mnt/vm/t holds /mnt/vm/t/c.fd, the NVRAM file of guest c; give "
                       "the TPM state a directory of its own."]
 
 
@@ -295,7 +295,7 @@ def test_no_units_without_an_external_tpm_and_a_socket_systemd_would_strip_is_na
     guests, errors = resolve([small("q"), small("r", tpm="emulator")], {"pools": POOLS})
     assert errors == [] and [g["units"] for g in guests] == [[], []]
     errors = errors_of([small("q", tpm="external", tpm_socket="/mnt/vm/q.sock ")])
-    assert errors == ["guest_spec[q].tpm_socket: '/mnt/vm/q.sock ' starts or ends with white space, which systemd "
+    assert errors == ["kvmlab_guests[q].tpm_socket: '/mnt/vm/q.sock ' starts or ends with white space, which systemd "
                       "strips; choose another path."], errors
 
 
@@ -305,16 +305,21 @@ HOST = {"online": list(range(8)), "memory": {"total_kib": 16 * 1024 * 1024},
 
 @pytest.mark.parametrize(("reserve", "specs", "message"), [
     ({"cpus": 6}, [small("a", vcpus=2), small("b", vcpus=1)],
-     "host_reserve.cpus: the guests ask for 3 vCPUs together, but the host has 8 threads and keeps 6 for itself, "
-     "leaving 2; give the guests fewer vCPUs, lower host_reserve.cpus, or set host_reserve.overcommit_cpus: true."),
+     "kvmlab_host_reserve.cpus: the guests ask for 3 vCPUs together, but the host has 8 threads and keeps 6 "
+     "for itself, "
+     "leaving 2; give the guests fewer vCPUs, lower kvmlab_host_reserve.cpus, or set "
+     "kvmlab_host_reserve.overcommit_cpus: true."),
     ({"memory": "12G"}, [small("a", memory="3G"), small("b", memory="2G")],
-     "host_reserve.memory: the guests ask for 5.0G of memory together, but the host has 16.0G and keeps 12.0G for "
-     "itself, leaving 4.0G; give the guests less memory or lower host_reserve.memory."),
+     "kvmlab_host_reserve.memory: the guests ask for 5.0G of memory together, but the host has 16.0G and "
+     "keeps 12.0G for "
+     "itself, leaving 4.0G; give the guests less memory or lower kvmlab_host_reserve.memory."),
     ({"storage": "60G"}, [small("a", disks=[{"name": "a.qcow2", "size": "30G"}]),
                           small("b", disks=[{"name": "b.qcow2", "size": "20G"}])],
-     "host_reserve.storage: the guests' disks hold up to 50.0G together, but the filesystem of /mnt/vm has 100.0G "
-     "and keeps 60.0G for the host, leaving 40.0G; give the guests smaller disks or lower host_reserve.storage."),
-    ({"cpu": 6}, [small("a")], "host_reserve: must be a mapping with the keys cpus, memory, storage, "
+     "kvmlab_host_reserve.storage: the guests' disks hold up to 50.0G together, but the filesystem of /mnt/vm "
+     "has 100.0G "
+     "and keeps 60.0G for the host, leaving 40.0G; give the guests smaller disks or lower "
+     "kvmlab_host_reserve.storage."),
+    ({"cpu": 6}, [small("a")], "kvmlab_host_reserve: must be a mapping with the keys cpus, memory, storage, "
                                "overcommit_cpus, got {'cpu': 6}."),
 ])
 def test_the_host_reserve_bounds_the_guests_together(reserve, specs, message):
@@ -334,16 +339,16 @@ def test_the_seeds_guests_fit_the_seeds_reserve():
     seed = {"online": list(range(20)), "memory": {"total_kib": 64 * 1024 * 1024},
             "filesystems": {"/mnt/vm": {"size": 2 * 1024 ** 4, "free": 2 * 1024 ** 4}}}
     inventory = yaml.safe_load((ROOT / "inventories" / "workstation" / "group_vars" / "hypervisors.yml").read_text())
-    assert inventory["host_reserve"] == {"cpus": 6, "memory": "16G", "storage": "500G"}
+    assert inventory["kvmlab_host_reserve"] == {"cpus": 6, "memory": "16G", "storage": "500G"}
     specs = [spec_of("win11"), spec_of("arch"), spec_of("kali")]
-    assert site_module.reserve_errors(resolve(specs, {"pools": POOLS})[0], inventory["host_reserve"], seed,
+    assert site_module.reserve_errors(resolve(specs, {"pools": POOLS})[0], inventory["kvmlab_host_reserve"], seed,
                                       "/mnt/vm") == []
 
 
 @pytest.mark.parametrize("group", ["kvm\nExecStartPre=/bin/sh", "k vm", "", "Kvm"])
 def test_the_swtpm_socket_group_cannot_change_the_unit(group):
     errors = errors_of([small("q", tpm="external")], swtpm_group=group)
-    expected = "guest_spec[q]: guest_swtpm_socket_group: %r is not a group name" % group
+    expected = "kvmlab_guests[q]: kvmlab_guest_swtpm_socket_group: %r is not a group name" % group
     assert len(errors) == 1 and errors[0].startswith(expected), errors
 
 
@@ -361,7 +366,7 @@ def test_each_guest_owns_libvirts_nvram_file_of_its_name():
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"cdroms": ["/dev/sda"]}, r"guest_spec\[a\]\.cdroms\[0\]: /dev/sda lies in /dev; a guest would read host data"),
+    ({"cdroms": ["/dev/sda"]}, r"kvmlab_guests\[a\]\.cdroms\[0\]: /dev/sda lies in /dev; a guest would read host data"),
     ({"cdroms": ["/etc/shadow"]}, r"cdroms\[0\]: /etc/shadow lies in /etc"),
     ({"cdroms": ["/var/lib/libvirt/qemu/nvram/b_VARS.fd"]}, r"lies in /var/lib/libvirt/qemu"),
     ({"disks": [{"name": "a.qcow2", "size": "1G", "backing_file": "/dev/vg0/root"}]},

@@ -34,24 +34,24 @@ def test_seed_specs_are_sound():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"bridge": "a-very-long-name"}, "network_networks[default].bridge: 'a-very-long-name' is 16 characters"),
-    ({"bridge": ""}, "network_networks[default].bridge is missing"),
-    ({"address": "192.168.122.0"}, "network_networks[default].address: 192.168.122.0 is the network's own network"),
-    ({"address": "192.168.122.300"}, "network_networks[default].address: '192.168.122.300' is not an IPv4 address"),
-    ({"prefix": 33}, "network_networks[default].prefix: 33 is not a prefix length"),
+    ({"bridge": "a-very-long-name"}, "kvmlab_networks[default].bridge: 'a-very-long-name' is 16 characters"),
+    ({"bridge": ""}, "kvmlab_networks[default].bridge is missing"),
+    ({"address": "192.168.122.0"}, "kvmlab_networks[default].address: 192.168.122.0 is the network's own network"),
+    ({"address": "192.168.122.300"}, "kvmlab_networks[default].address: '192.168.122.300' is not an IPv4 address"),
+    ({"prefix": 33}, "kvmlab_networks[default].prefix: 33 is not a prefix length"),
     ({"dhcp": {"start": "192.168.121.2", "end": "192.168.122.254"}},
-     "network_networks[default].dhcp.start: 192.168.121.2 is outside 192.168.122.0/24"),
+     "kvmlab_networks[default].dhcp.start: 192.168.121.2 is outside 192.168.122.0/24"),
     ({"dhcp": {"start": "192.168.122.200", "end": "192.168.122.100"}},
-     "network_networks[default].dhcp: start 192.168.122.200 is after end 192.168.122.100"),
+     "kvmlab_networks[default].dhcp: start 192.168.122.200 is after end 192.168.122.100"),
     ({"hosts": [{"name": "a", "mac": "52:54:00:00:00:01", "ip": "192.168.122.1"}]},
-     "network_networks[default].hosts[a].ip: 192.168.122.1 is outside 192.168.122.0/24's usable addresses"),
+     "kvmlab_networks[default].hosts[a].ip: 192.168.122.1 is outside 192.168.122.0/24's usable addresses"),
     ({"hosts": [{"name": "a", "mac": "52:54:00:00:00:01", "ip": "10.0.0.5"}]},
-     "network_networks[default].hosts[a].ip: 10.0.0.5 is outside 192.168.122.0/24"),
+     "kvmlab_networks[default].hosts[a].ip: 10.0.0.5 is outside 192.168.122.0/24"),
     ({"hosts": [{"name": "a", "mac": "52-54-00-00-00-01", "ip": "192.168.122.5"}]},
-     "network_networks[default].hosts[a].mac: '52-54-00-00-00-01' is not a MAC address"),
-    ({"hosts": [{"ip": "192.168.122.5"}]}, "network_networks[default].hosts[0]: give a mac, a name or both"),
+     "kvmlab_networks[default].hosts[a].mac: '52-54-00-00-00-01' is not a MAC address"),
+    ({"hosts": [{"ip": "192.168.122.5"}]}, "kvmlab_networks[default].hosts[0]: give a mac, a name or both"),
     ({"hosts": [{"name": "a", "ip": "192.168.122.5"}, {"name": "a", "ip": "192.168.122.6"}]},
-     "network_networks[default].hosts[a].name: 'a' is reserved twice"),
+     "kvmlab_networks[default].hosts[a].name: 'a' is reserved twice"),
 ])
 def test_network_errors(change, message):
     errors = spec.network_errors([dict(NET, **change)])
@@ -62,8 +62,8 @@ def test_duplicates_across_networks():
     other = dict(NET, name="lab", address="10.0.0.1", dhcp=None,
                  hosts=[{"name": "x", "mac": "52:54:00:ab:93:44", "ip": "10.0.0.5"}])
     errors = spec.network_errors([NET, other])
-    assert "network_networks[lab].bridge: virbr0 is already the bridge of network 'default'." in errors
-    mac = "network_networks[lab].hosts[x].mac: 52:54:00:ab:93:44 is already reserved"
+    assert "kvmlab_networks[lab].bridge: virbr0 is already the bridge of network 'default'." in errors
+    mac = "kvmlab_networks[lab].hosts[x].mac: 52:54:00:ab:93:44 is already reserved"
     assert any(e.startswith(mac) for e in errors)
 
 
@@ -72,10 +72,10 @@ def test_absent_network_needs_only_a_name():
 
 
 @pytest.mark.parametrize(("pools", "message"), [
-    ([{"name": "vm", "path": "mnt/vm"}], "storage_pools[vm].path: 'mnt/vm' is relative; give an absolute path"),
-    ([*POOLS, {"name": "again", "path": "/mnt/vm/"}], "storage_pools[again].path: /mnt/vm is already the path"),
-    ([*POOLS, {"name": "vm", "path": "/srv"}], "storage_pools[vm].name: pool 'vm' is defined twice"),
-    ([{"name": "vm"}], "storage_pools[vm].path is missing"),
+    ([{"name": "vm", "path": "mnt/vm"}], "kvmlab_storage_pools[vm].path: 'mnt/vm' is relative; give an absolute path"),
+    ([*POOLS, {"name": "again", "path": "/mnt/vm/"}], "kvmlab_storage_pools[again].path: /mnt/vm is already the path"),
+    ([*POOLS, {"name": "vm", "path": "/srv"}], "kvmlab_storage_pools[vm].name: pool 'vm' is defined twice"),
+    ([{"name": "vm"}], "kvmlab_storage_pools[vm].path is missing"),
 ])
 def test_pool_errors(pools, message):
     errors = spec.pool_errors(pools)
@@ -87,16 +87,18 @@ def test_nested_pool_paths_are_fine():
 
 
 @pytest.mark.parametrize(("vol", "message"), [
-    ({"pool": "nope", "name": "a.qcow2", "capacity": "1G"}, "storage_volumes[a.qcow2].pool: 'nope' is not one of"),
-    ({"pool": "vm", "name": "a/b.qcow2", "capacity": "1G"}, "storage_volumes[a/b.qcow2].name"),
-    ({"pool": "vm", "name": "a.qcow2", "capacity": "lots"}, "storage_volumes[a.qcow2].capacity: not a size"),
-    ({"pool": "vm", "name": "a.qcow2", "capacity": "0"}, "storage_volumes[a.qcow2].capacity must be more than 0"),
+    ({"pool": "nope", "name": "a.qcow2", "capacity": "1G"}, "kvmlab_storage_volumes[a.qcow2].pool: 'nope' is "
+                                                            "not one of"),
+    ({"pool": "vm", "name": "a/b.qcow2", "capacity": "1G"}, "kvmlab_storage_volumes[a/b.qcow2].name"),
+    ({"pool": "vm", "name": "a.qcow2", "capacity": "lots"}, "kvmlab_storage_volumes[a.qcow2].capacity: not a size"),
+    ({"pool": "vm", "name": "a.qcow2", "capacity": "0"}, "kvmlab_storage_volumes[a.qcow2].capacity must be "
+                                                         "more than 0"),
     ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "backing_file": "base.qcow2"},
-     "storage_volumes[a.qcow2].backing_file: 'base.qcow2' is relative"),
+     "kvmlab_storage_volumes[a.qcow2].backing_file: 'base.qcow2' is relative"),
     ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "source": {"url": "ftp://x/a", "checksum": "sha256:0"}},
-     "storage_volumes[a.qcow2].source.url: 'ftp://x/a' is not an http"),
+     "kvmlab_storage_volumes[a.qcow2].source.url: 'ftp://x/a' is not an http"),
     ({"pool": "vm", "name": "a.qcow2", "capacity": "1G", "source": {"path": "/a.qcow2", "checksum": "sha256:0"}},
-     "storage_volumes[a.qcow2].source.checksum: 'sha256:0' is not a checksum"),
+     "kvmlab_storage_volumes[a.qcow2].source.checksum: 'sha256:0' is not a checksum"),
 ])
 def test_volume_errors(vol, message):
     errors = spec.volume_errors([vol], POOLS)
