@@ -73,11 +73,8 @@ _value:
   type: dict
 """
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_batch import PER_GUEST as DOMAIN_OPTIONS
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
-
-# Each guest's options of kvmlab.hypervisor.libvirt_domain (its guests[] entry).
-DOMAIN_OPTIONS = ("name", "xml", "state", "autostart", "shutdown_timeout", "force_stop", "allow_restart",
-                  "reset_nvram", "purge", "owned_paths", "graphics_password")
 
 
 def guest_site(specs, **context):

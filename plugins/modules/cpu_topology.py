@@ -86,6 +86,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_files import exclusive_files
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import LOCAL_URIS, not_installed_yet
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import parse_cpulist, read_topology
 
@@ -121,9 +122,7 @@ def _held(root) -> tuple[list, dict]:
     cpus = set()
     for pin in root.findall("cputune/vcpupin"):
         cpus.update(parse_cpulist(pin.get("cpuset", "")))
-    files = [el.get("file") for el in root.findall("devices/disk[@device='disk']/source") if el.get("file")]
-    files += [el.text for el in root.findall("os/nvram") if el.text]
-    files += [el.get("path") for el in root.findall("devices/tpm/backend/source") if el.get("path")]
+    files = exclusive_files(root)
     macs = [el.get("address") for el in root.findall("devices/interface/mac") if el.get("address")]
     return sorted(cpus), {"files": files, "macs": macs}
 

@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware, libvirt_common
-from ansible_collections.kvmlab.hypervisor.plugins.modules import libvirt_domain
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_preflight, firmware, libvirt_common
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTS = yaml.safe_load((ROOT / "tests" / "unit" / "fixtures" / "arch_packaging.yml").read_text())
@@ -43,14 +42,14 @@ def test_users_paths_and_units_match_arch():
 
 
 def test_the_modules_name_arch_packages_and_paths_as_arch_has_them():
-    for part, names in libvirt_domain.PACKAGES.items():
-        assert all(n in FACTS["packages"] for n in names["arch"].split(" and ")), part
-    assert FACTS["paths"]["virtiofsd"] in libvirt_domain.VIRTIOFSD_PATHS
+    for part, names in domain_preflight.PACKAGES.items():
+        assert set(names["arch"]) <= set(FACTS["packages"]), part
+        assert set(names["arch"]) <= set(ARCH["__host_packages"]), part  # the host role installs them
+    assert FACTS["paths"]["virtiofsd"] in domain_preflight.VIRTIOFSD_PATHS
     assert FACTS["paths"]["firmware_descriptors"] in firmware.FIRMWARE_DIRS
     # What tells check mode that libvirt is not installed yet knows where Arch puts its daemons.
     assert {FACTS["paths"]["libvirtd"], FACTS["paths"]["virtqemud"]} <= set(libvirt_common.DAEMONS)
-    source = Path(libvirt_common.__file__).read_text() + "".join(
-        p.read_text() for p in (ROOT / "plugins" / "modules").glob("*.py"))
+    source = "".join(p.read_text() for p in (ROOT / "plugins").glob("module*/*.py"))
     for wrong in FACTS["not_packages"]:
         assert "Arch: %s" % wrong not in source and "Arch %s" % wrong not in source, wrong
 

@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_batch, domain_preflight, libvirt_common
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.errors import KvmlabError as Failed
 from ansible_collections.kvmlab.hypervisor.plugins.modules import libvirt_domain as mod
 
 FIXTURES = Path(__file__).resolve().parents[1] / "module_utils" / "fixtures" / "domain"
@@ -38,10 +40,6 @@ PLAIN = {"interface-types": ["uefi"], "features": [], "targets": [{"architecture
          "_file": "60-plain.json"}
 
 
-class Failed(Exception):
-    pass
-
-
 class Module:
     def __init__(self, check_mode=False, **params):
         self.params = dict(name="kali", xml=None, state="running", autostart=False, shutdown_timeout=1,
@@ -51,9 +49,6 @@ class Module:
         self.params.update(params)
         self.check_mode = check_mode
         self.warnings: list[str] = []
-
-    def fail_json(self, **kw):
-        raise Failed(kw["msg"])
 
     def warn(self, msg):
         self.warnings.append(msg)
@@ -134,9 +129,9 @@ class Conn:
 
 @pytest.fixture(autouse=True)
 def fake_libvirt(monkeypatch):
-    monkeypatch.setattr(mod, "libvirt", FAKE)
-    monkeypatch.setattr(mod.firmware, "descriptors", lambda dirs=None, skipped=None: [SECURE, PLAIN])
-    monkeypatch.setattr(mod, "os_family", lambda: "debian")
+    monkeypatch.setattr(libvirt_common, "libvirt", FAKE)
+    monkeypatch.setattr(domain_preflight.firmware, "descriptors", lambda dirs=None, skipped=None: [SECURE, PLAIN])
+    monkeypatch.setattr(domain_preflight, "os_family", lambda: "debian")
 
 
 def desired_from(current: str, edit=None) -> str:
@@ -256,7 +251,7 @@ def test_purge_deletes_nothing_its_spec_does_not_name_or_another_guest_uses(tmp_
     disk, current = kali_with_disk(tmp_path)
     dom = Dom(current)
     # A definition drifted to a file the spec does not name (as `virsh edit` could do it).
-    with pytest.raises(Failed, match="is not one of the files its spec names"):
+    with pytest.raises(Failed, match="is not in owned_paths"):
         mod.absent(Module(state="absent", purge=True, owned_paths=["/mnt/vm/other.qcow2"]), Conn(dom), dom, "kali")
     other = Dom(current.replace("<name>kali</name>", "<name>other</name>"))
     with pytest.raises(Failed, match="is used by guest other too"):
@@ -284,7 +279,7 @@ def test_shutdown_timeout_fails_unless_forced():
 
 def test_preflight_names_the_missing_firmware_package(monkeypatch):
     desired = desired_from((FIXTURES / "site-arch-libvirt9.xml").read_text())
-    monkeypatch.setattr(mod.firmware, "descriptors", lambda dirs=None, skipped=None: [PLAIN])
+    monkeypatch.setattr(domain_preflight.firmware, "descriptors", lambda dirs=None, skipped=None: [PLAIN])
     conn = Conn()
     with pytest.raises(Failed, match=r"offers UEFI with Secure Boot and enrolled keys for x86_64 pc-q35-7\.2; "
                                      r"install ovmf"):
@@ -344,10 +339,10 @@ def test_a_busy_tpm_socket_fails_the_start_within_its_bound(tmp_path, monkeypatc
     busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     busy.bind(str(tmp_path / "busy"))
     busy.listen(1)  # a swtpm busy with another client: connections wait, nothing answers
-    monkeypatch.setattr(mod, "TPM_PROBE_SECONDS", 0.5)
+    monkeypatch.setattr(domain_preflight, "TPM_PROBE_SECONDS", 0.5)
     started = time.monotonic()
     with pytest.raises(Failed, match=r"its TPM socket .*busy did not answer within 0.5 s"):
-        mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "busy"), ["start"])
+        domain_preflight.check_tpm_sockets("w", TPM_XML % (tmp_path / "busy"), ["start"])
     assert time.monotonic() - started < 5
     busy.close()
 
@@ -361,10 +356,10 @@ def test_a_busy_tpm_socket_fails_the_start_within_its_bound(tmp_path, monkeypatc
         conn.sendall(b"\x00\x00\x00\x3f")
         conn.close()
     threading.Thread(target=answer, daemon=True).start()
-    mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "ready"), ["start"])  # answered: no failure
+    domain_preflight.check_tpm_sockets("w", TPM_XML % (tmp_path / "ready"), ["start"])  # answered: no failure
     ready.close()
     with pytest.raises(Failed, match="does not accept connections"):
-        mod.check_tpm_sockets(Module(), "w", TPM_XML % (tmp_path / "missing"), ["start"])
+        domain_preflight.check_tpm_sockets("w", TPM_XML % (tmp_path / "missing"), ["start"])
 
 
 def test_console_password_is_set_compared_and_never_shown():
@@ -410,7 +405,7 @@ def run_main(monkeypatch, conn, check_mode=False, **params):
             raise Ended(False, kw)
 
     monkeypatch.setattr(mod, "AnsibleModule", FakeAnsibleModule)
-    monkeypatch.setattr(mod, "connect", lambda *args: conn)
+    monkeypatch.setattr(libvirt_common, "connect", lambda *args: conn)
     with pytest.raises(Ended) as ended:
         mod.main()
     return ended.value.failed, ended.value.result
@@ -427,7 +422,7 @@ def test_batch_converges_every_guest_and_a_failing_one_stops_no_other(monkeypatc
         {"name": "gone", "state": "absent"},
     ])
     assert failed and result["changed"] is True
-    assert result["msg"].startswith("1 of 3 guests did not converge (the others did):\nguest bad: the XML names")
+    assert result["msg"].startswith("1 of 3 guests did not converge (the others did):\nguest bad: the xml names")
     assert result["guests"]["kali"]["actions"] == ["define", "start"]
     assert result["guests"]["gone"]["changed"] is False
     assert [c[0] for c in conn.calls] == ["defineXMLFlags"]
@@ -461,9 +456,10 @@ def test_batch_diffs_name_their_guest_and_entries_inherit_only_safe_options(monk
     assert result["guests"]["kali"]["actions"] == ["define", "autostart_on", "start"]
     assert {d["before_header"] for d in result["diff"]} == {"guest kali: libvirt's definition",
                                                             "guest kali lifecycle"}
-    entry = mod.entries(dict(name=None, guests=[{key: None for key in mod.PER_GUEST} | {"name": "kali"}],
-                             state="shutdown", autostart=True, shutdown_timeout=5, force_stop=True,
-                             allow_restart=True, reset_nvram=True, purge=True))[0]
+    guest = {key: None for key in domain_batch.PER_GUEST} | {"name": "kali"}
+    entry = domain_batch.entries(dict(name=None, guests=[guest], state="shutdown", autostart=True,
+                                      shutdown_timeout=5, force_stop=True, allow_restart=True,
+                                      reset_nvram=True, purge=True))[0]
     assert (entry["state"], entry["autostart"], entry["force_stop"], entry["purge"], entry["reset_nvram"],
             entry["owned_paths"]) == ("shutdown", True, True, False, False, [])
 
