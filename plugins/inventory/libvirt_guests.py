@@ -5,14 +5,15 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: libvirt_guests
-short_description: community.libvirt's libvirt inventory, plus each guest's MACs and addresses
+short_description: libvirt guests with community.libvirt's host variables plus their MACs and addresses
 version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
-  - The guests of one libvirt hypervisor, as C(community.libvirt.libvirt) lists them, with the
-    host variables it sets (C(info) with C(info.state), C(xml_desc), C(guest_info),
-    C(interface_addresses), C(ansible_connection), C(ansible_libvirt_uri)).
-  - Adds what that plugin does not expose, read from libvirt over the same URI
+  - The guests of one libvirt hypervisor, with the host variables C(community.libvirt.libvirt)
+    sets (C(info) with C(info.state), C(xml_desc), C(guest_info), C(interface_addresses),
+    C(ansible_connection), C(ansible_libvirt_uri)), so a source written for that plugin keeps its
+    C(compose), C(groups) and C(keyed_groups) when its C(plugin) line is changed.
+  - Adds what that plugin does not expose, read over the same connection,
     C(libvirt_interfaces), C(libvirt_macs) and C(libvirt_addresses). An interface's addresses are
     those its guest agent reports for its MAC (C(virsh domifaddr --source agent), without loopback
     and link-local ones), else its DHCP lease on a libvirt network (C(virsh net-dhcp-leases)), else
@@ -22,14 +23,19 @@ description:
     the libvirt network whose bridge it is on), so a guest on another network with the same MAC
     cannot take an interface's address. An interface on a bridge that is no libvirt network's
     gets addresses from its agent only.
-  - A guest that appears or disappears while the source lists them is left out of this listing,
-    not an error. Every value read from libvirt is marked unsafe (never templated).
-  - The guests are reached by name through community.libvirt's C(libvirt_qemu) connection (the
-    guest agent, no SSH), which that plugin sets as C(ansible_connection); that connection finds
+  - The guests and networks are read over one connection; a guest or network that disappears
+    while it is read is left out of this listing, not an error. Every value read from libvirt is
+    marked unsafe (never templated).
+  - Why not C(community.libvirt.libvirt) itself? Its 2.x plugin applies C(compose) while it lists,
+    before any variable of this plugin exists, adds a group named after each guest's UUID (or
+    name, with O(inventory_hostname=uuid)) that Ansible warns about on every run, and offers no
+    hook to add variables; extending it means overriding its private methods. This plugin lists
+    the guests itself and uses community.libvirt's public surface, its C(libvirt_qemu) and
+    C(libvirt_lxc) connection plugins.
+  - The guests are reached by name through the connection plugin set as C(ansible_connection)
+    (community.libvirt's C(libvirt_qemu) for QEMU, the guest agent, no SSH); that connection finds
     the guest by C(ansible_host), so leave C(ansible_host) alone for it (compose it from
     C(libvirt_addresses) only with C(ansible_connection=ssh)).
-  - C(compose), C(groups) and C(keyed_groups) are applied after these variables are set, so they
-    can use them (community.libvirt's plugin applies them while it lists the guests).
   - O(uri) is a template; C(inventory_dir) is the directory of the inventory source, and
     lookups work (C(lookup('ansible.builtin.env', ...))).
   - The source file's name must end in C(libvirt.yml) or C(libvirt.yaml), for example
@@ -55,7 +61,7 @@ options:
     choices: [name, uuid]
     default: name
 requirements:
-  - the collection community.libvirt
+  - the collection community.libvirt 2.0.0 or later, for its connection plugins
   - libvirt-python on the controller (built from source with pip; needs the libvirt headers,
     pkg-config and a C compiler)
 """
@@ -79,19 +85,11 @@ import os
 import xml.etree.ElementTree as ET
 
 from ansible.errors import AnsibleError
+from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.utils.display import Display
 from ansible.utils.unsafe_proxy import wrap_var
 
-try:
-    from ansible_collections.community.libvirt.plugins.inventory.libvirt import InventoryModule as LibvirtInventory
-except ImportError as exc:  # the collection community.libvirt is a dependency (galaxy.yml)
-    COMMUNITY_LIBVIRT_ERROR: ImportError | None = exc
-    from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
-
-    class LibvirtInventory(BaseInventoryPlugin, Constructable):  # type: ignore[no-redef]
-        NAME = "community.libvirt.libvirt"
-
-else:
-    COMMUNITY_LIBVIRT_ERROR = None
+display = Display()
 
 try:
     import libvirt
@@ -181,12 +179,14 @@ def add_addresses(interfaces: list[dict], leases: dict[str, dict], reservations:
     return result
 
 
-# How many times community.libvirt's listing is tried while guests vanish under it.
-LISTINGS = 5
+# libvirt's virDomainState, by number, as community.libvirt names them in `info.state`.
+STATES = ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"]
+# community.libvirt's connection plugins, by libvirt driver (getType()).
+CONNECTIONS = {"QEMU": "community.libvirt.libvirt_qemu", "LXC": "community.libvirt.libvirt_lxc"}
 
 
 def _vanished(error) -> bool:
-    """Whether a libvirt error says the guest or network went away while it was listed."""
+    """Whether a libvirt error says the guest or network went away while it was read."""
     return error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK)
 
 
@@ -195,155 +195,111 @@ def _quiet(_ctx, _err):
     'guest agent is not connected' of each guest; the errors are still raised."""
 
 
-class _WithoutAliasGroups:
-    """The inventory as community.libvirt's parse sees it: its only groups there are the per-guest
-    aliases (keyed and composed groups are deferred), which are dropped."""
-
-    def __init__(self, inventory):
-        self._inventory = inventory
-        self.added: set[str] = set()  # the hosts this listing brought (none of another source)
-
-    def add_host(self, host, *args, **kwargs):
-        if self._inventory.get_host(host) is None:
-            self.added.add(host)
-        return self._inventory.add_host(host, *args, **kwargs)
-
-    def half_listed(self) -> set[str]:
-        """The guests community.libvirt could not read (undefined under it): an ERROR variable."""
-        return {name for name in self.added if "ERROR" in self._inventory.get_host(name).vars}
-
-    def forget(self, names=None) -> None:
-        """Take the hosts this listing brought (or `names` of them) out of the inventory again."""
-        for name in set(self.added if names is None else names):
-            self._inventory.remove_host(self._inventory.get_host(name))
-            self.added.discard(name)
-
-    def add_group(self, group):
-        return group
-
-    def add_child(self, group, child):
-        return False
-
-    def __getattr__(self, attr):
-        return getattr(self._inventory, attr)
+def _agent(call):
+    """What a guest-agent call returns, or {"error": ...} as community.libvirt sets it when the
+    guest has no answering agent."""
+    try:
+        return call()
+    except libvirt.libvirtError as e:
+        if _vanished(e):
+            raise
+        return {"error": str(e)}
 
 
-class InventoryModule(LibvirtInventory):
+def read_guest(domain, by: str) -> tuple[str, dict]:
+    """One guest's inventory name and the variables community.libvirt sets for it."""
+    state, max_kb, memory_kb, vcpus, cpu_ns = domain.info()
+    return (domain.UUIDString() if by == "uuid" else domain.name()), {
+        "info": {"state_number": state, "state": STATES[state] if 0 <= state < len(STATES) else "last",
+                 "maxMem_kb": max_kb, "memory_kb": memory_kb, "nrVirtCpu": vcpus, "cpuTime_ns": cpu_ns},
+        "xml_desc": domain.XMLDesc(0),
+        "guest_info": _agent(lambda: domain.guestInfo(types=0)),
+        "interface_addresses": _agent(lambda: domain.interfaceAddresses(
+            source=libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)),
+    }
+
+
+def read_networks(connection) -> tuple[dict, dict, dict]:
+    """The libvirt networks' DHCP leases and reservations (network -> MAC -> addresses) and
+    bridges (bridge -> network)."""
+    leases: dict[str, dict] = {}
+    reservations: dict[str, dict] = {}
+    bridges: dict[str, str] = {}
+    for network in connection.listAllNetworks():
+        try:
+            name, xml_desc = network.name(), network.XMLDesc()
+            reserved, bridge = reservations_of(xml_desc), bridge_of(xml_desc)
+            found = [lease for lease in (network.DHCPLeases() if network.isActive() else [])
+                     if lease.get("mac") and lease.get("ipaddr")]
+        except libvirt.libvirtError as e:
+            if not _vanished(e):
+                raise
+            continue
+        reservations[name] = reserved
+        bridges.setdefault(bridge, name)
+        for lease in found:
+            leases.setdefault(name, {}).setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
+    return leases, reservations, bridges
+
+
+def read_libvirt(uri: str, by: str) -> dict[str, dict]:
+    """Every guest's host variables, from one connection: community.libvirt's, the connection
+    plugin, and the interfaces with their addresses. A guest or network that goes away while it is
+    read is left out."""
+    connection = libvirt.open(uri)
+    try:
+        plugin = CONNECTIONS.get(connection.getType())
+        leases, reservations, bridges = read_networks(connection)
+        guests = {}
+        for domain in connection.listAllDomains():
+            try:
+                name, variables = read_guest(domain, by)
+            except libvirt.libvirtError as e:
+                if not _vanished(e):
+                    raise
+                display.vvv("kvmlab.hypervisor.libvirt_guests: a guest went while listed (%s): left out" % e)
+                continue
+            interfaces = interfaces_of(variables["xml_desc"])
+            addresses = add_addresses(interfaces, leases, reservations,
+                                      agent_addresses_of(variables["interface_addresses"]), bridges)
+            if plugin is not None:
+                variables.update(ansible_connection=plugin, ansible_libvirt_uri=uri)
+            variables.update(libvirt_interfaces=interfaces, libvirt_addresses=addresses,
+                             libvirt_macs=[i["mac"] for i in interfaces if i["mac"]])
+            guests[name] = variables
+        return guests
+    finally:
+        connection.close()
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable):
     NAME = "kvmlab.hypervisor.libvirt_guests"
-
-    def __init__(self):
-        super().__init__()
-        # community.libvirt's parse applies compose/groups/keyed_groups guest by guest, before
-        # the variables below exist: defer them until they are set.
-        self._construct_now = True
 
     def verify_file(self, path):
         return super().verify_file(path) and os.path.basename(path).endswith(("libvirt.yml", "libvirt.yaml"))
 
-    def get_option(self, option, hostvars=None):
-        value = super().get_option(option, hostvars)
-        if option == "uri" and isinstance(value, str) and "{" in value:
-            self.templar.available_variables = {"inventory_dir": os.path.dirname(os.path.abspath(self._source))}
-            value = self.templar.template(value)
-        return value
-
-    def _set_composite_vars(self, *args, **kwargs):
-        if self._construct_now:
-            super()._set_composite_vars(*args, **kwargs)
-
-    def _add_host_to_composed_groups(self, *args, **kwargs):
-        if self._construct_now:
-            super()._add_host_to_composed_groups(*args, **kwargs)
-
-    def _add_host_to_keyed_groups(self, *args, **kwargs):
-        if self._construct_now:
-            super()._add_host_to_keyed_groups(*args, **kwargs)
-
-    def _read_libvirt(self) -> tuple[dict, dict, dict, dict]:
-        """The guests' XML by name, and the networks' leases, reservations and bridges, from one
-        connection; what vanishes while it is read is left out."""
-        try:
-            connection = libvirt.open(self.get_option("uri"))
-            guests = {}
-            for domain in connection.listAllDomains():
-                try:
-                    name = domain.UUIDString() if self.get_option("inventory_hostname") == "uuid" else domain.name()
-                    guests[name] = domain.XMLDesc()
-                except libvirt.libvirtError as e:
-                    if not _vanished(e):
-                        raise
-            leases: dict[str, dict] = {}
-            reservations: dict[str, dict] = {}
-            bridges: dict[str, str] = {}
-            for network in connection.listAllNetworks():
-                try:
-                    name, xml_desc = network.name(), network.XMLDesc()
-                    reservations[name] = reservations_of(xml_desc)
-                    bridges.setdefault(bridge_of(xml_desc), name)
-                    for lease in network.DHCPLeases() if network.isActive() else []:
-                        if lease.get("mac") and lease.get("ipaddr"):
-                            leases.setdefault(name, {}).setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
-                except libvirt.libvirtError as e:
-                    if not _vanished(e):
-                        raise
-            connection.close()
-        except libvirt.libvirtError as e:
-            raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
-
-        return guests, leases, reservations, bridges
-
     def parse(self, inventory, loader, path, cache=True):
-        if COMMUNITY_LIBVIRT_ERROR is not None:
-            raise AnsibleError("kvmlab.hypervisor.libvirt_guests needs the collection community.libvirt: %s"
-                               % COMMUNITY_LIBVIRT_ERROR)
+        super().parse(inventory, loader, path, cache=cache)
+        self._read_config_data(path)
         if LIBVIRT_ERROR is not None:
             raise AnsibleError("kvmlab.hypervisor.libvirt_guests needs libvirt-python on the controller "
                                "(pip install -r requirements.txt): %s" % LIBVIRT_ERROR)
-        self._source = path
+        uri = self.get_option("uri")
+        if "{" in uri:
+            self.templar.available_variables = {"inventory_dir": os.path.dirname(os.path.abspath(path))}
+            uri = self.templar.template(uri)
         libvirt.registerErrorHandler(_quiet, None)
-        self._construct_now = False
-        view = _WithoutAliasGroups(inventory)
         try:
-            # community.libvirt also makes a group per guest named after its UUID (its own TODO:
-            # "Invalid characters were found in group names" on every run); those are left out.
-            # A guest undefined between its calls for a guest makes its listing fail, or leaves
-            # the guest with only an ERROR variable: listed again, from scratch, up to LISTINGS
-            # times; a guest still half-listed after that is left out.
-            for attempt in range(1, LISTINGS + 1):
-                try:
-                    super().parse(view, loader, path, cache=cache)
-                except libvirt.libvirtError as e:
-                    if not _vanished(e) or attempt == LISTINGS:
-                        raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
-                    self.display.vvv("kvmlab.hypervisor.libvirt_guests: a guest went while listed (%s): listed again"
-                                     % e)
-                    view.forget()
-                    continue
-                if not view.half_listed() or attempt == LISTINGS:
-                    break
-                self.display.vvv("kvmlab.hypervisor.libvirt_guests: %s went while listed: listed again"
-                                 % ", ".join(sorted(view.half_listed())))
-                view.forget()
-            view.forget(view.half_listed())
-        finally:
-            self._construct_now = True
-            self.inventory = inventory
-
-        guests, leases, reservations, bridges = self._read_libvirt()
-        for name in view.added - set(guests):  # undefined since community.libvirt listed it
-            inventory.remove_host(inventory.get_host(name))
-        for name, xml_desc in guests.items():
-            if self.inventory.get_host(name) is None:
-                continue  # defined after community.libvirt's listing: the next listing has it
-            interfaces = interfaces_of(xml_desc)
-            agent = agent_addresses_of(self.inventory.get_host(name).get_vars().get("interface_addresses"))
-            addresses = add_addresses(interfaces, leases, reservations, agent, bridges)
-            # Read from libvirt (names, MACs, addresses a guest reports): data, never templates.
-            self.inventory.set_variable(name, "libvirt_interfaces", wrap_var(interfaces))
-            self.inventory.set_variable(name, "libvirt_macs", wrap_var([i["mac"] for i in interfaces if i["mac"]]))
-            self.inventory.set_variable(name, "libvirt_addresses", wrap_var(addresses))
+            guests = read_libvirt(uri, self.get_option("inventory_hostname"))
+        except libvirt.libvirtError as e:
+            raise AnsibleError("kvmlab.hypervisor.libvirt_guests: %s" % e) from e
+        strict = self.get_option("strict")
+        for name, read in guests.items():
+            self.inventory.add_host(name)
+            for key, value in read.items():
+                # Read from libvirt (names, MACs, addresses a guest reports): data, never templates.
+                self.inventory.set_variable(name, key, wrap_var(value))
             variables = self.inventory.get_host(name).get_vars()
-            strict = self.get_option("strict")
             self._set_composite_vars(self.get_option("compose"), variables, name, strict)
             self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict)
             self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict)

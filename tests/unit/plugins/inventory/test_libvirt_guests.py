@@ -1,5 +1,5 @@
-"""kvmlab.hypervisor.libvirt_guests: community.libvirt's inventory plus MACs and addresses, on a
-fake libvirt connection."""
+"""kvmlab.hypervisor.libvirt_guests: community.libvirt's host variables plus MACs and addresses,
+on a fake libvirt connection."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ansible.errors import AnsibleError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
+from ansible_collections.community.libvirt.plugins.inventory import libvirt as upstream
 from ansible_collections.kvmlab.hypervisor.plugins.inventory import libvirt_guests as plugin
 
 DOMAIN = """<domain type='kvm'><name>{name}</name><uuid>{uuid}</uuid>{cputune}<devices>
@@ -148,8 +149,8 @@ def members(data, group):
 
 def test_groups_and_addresses(parse, tmp_path):
     data, uris = parse()
-    # One connection for community.libvirt's listing, one for the networks.
-    assert uris == ["qemu+ssh://root@hv/system?keyfile=%s/key" % tmp_path] * 2
+    # One connection for the guests and the networks.
+    assert uris == ["qemu+ssh://root@hv/system?keyfile=%s/key" % tmp_path]
     assert members(data, "guests") == ["arch", "deb", "kali", "win11"]
     assert members(data, "guests_running") == ["deb", "kali", "win11"]
     assert members(data, "guests_shutoff") == ["arch"]
@@ -181,8 +182,7 @@ def test_groups_and_addresses(parse, tmp_path):
 
 
 def test_strict_compose_sees_the_added_variables(parse):
-    # community.libvirt applies compose while it lists the guests; the plugin defers it until
-    # libvirt_addresses is set, so strict mode does not fail on it.
+    # compose runs once a guest's variables are all set, so strict mode does not fail on them.
     data, _uris = parse(SOURCE + "strict: true\ncompose:\n  first_mac: libvirt_macs[0]\n")
     assert hostvars(data, "kali")["first_mac"] == "52:54:00:00:00:04"
 
@@ -246,71 +246,86 @@ def test_agent_addresses_come_first():
     assert plugin.add_addresses(interfaces, {}, reservations) == ["192.168.122.136"]
 
 
-class Vanished(libvirt.libvirtError):
-    def __init__(self):
-        super().__init__("Domain not found: no domain with matching name")
+class GoneError(libvirt.libvirtError):
+    def __init__(self, code=libvirt.VIR_ERR_NO_DOMAIN):
+        super().__init__("gone (code %d)" % code)
+        self.code = code
 
     def get_error_code(self):
-        return libvirt.VIR_ERR_NO_DOMAIN
+        return self.code
 
 
 def vanish(_flags=0):
-    raise Vanished()
+    raise GoneError()
 
 
-def test_guests_that_come_and_go_while_listing_do_not_break_the_source(parse, monkeypatch):
-    """community.libvirt lists the guests on its own connection, then this plugin lists them again:
-    a guest defined in between, and one undefined in between, are left out (the one undefined
-    leaves the inventory, so no play reaches it by a stale name)."""
-    connections = []
-
+@pytest.mark.parametrize("call", ["info", "XMLDesc", "guestInfo", "interfaceAddresses"])
+def test_a_guest_that_goes_while_it_is_read_is_left_out(parse, monkeypatch, call):
+    """A guest undefined between listAllDomains and any of its reads is left out of the listing
+    (no play reaches it by a stale name, no address is made up); the others are listed."""
     def fake_open(uri):
         conn = FakeConnection()
-        if connections:  # the plugin's own listing, after community.libvirt's
-            gone = conn.domains[2]
-            gone.XMLDesc = vanish
-            conn.domains.append(FakeDomain("newcomer", "5abcc79e-0000-0000-0000-00000000000f", 1, DOMAIN.format(
-                name="newcomer", uuid="uf", cputune="", mac="52:54:00:00:00:0f", extra="")))
-        connections.append(conn)
+        setattr(conn.domains[2], call, lambda *args, **kwargs: vanish())
         return conn
 
     monkeypatch.setattr(libvirt, "open", fake_open)
     data, _uris = parse()
-    assert data.get_host("newcomer") is None
-    assert data.get_host("kali") is None  # undefined meanwhile: gone, no addresses made up
-    assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
-
-
-def test_a_guest_undefined_during_community_libvirts_listing_is_listed_again(parse, monkeypatch):
-    """community.libvirt's listing raises when a guest goes between listAllDomains and info():
-    the source lists again (bounded) instead of failing."""
-    connections = []
-
-    def fake_open(uri):
-        conn = FakeConnection()
-        if not connections:  # the first listing: kali is undefined under it
-            conn.domains[2].info = vanish
-        else:
-            del conn.domains[2]
-        connections.append(conn)
-        return conn
-
-    monkeypatch.setattr(libvirt, "open", fake_open)
-    data, _uris = parse()
-    assert len(connections) == 3  # community.libvirt's twice, then the plugin's own
     assert data.get_host("kali") is None
+    assert members(data, "guests") == ["arch", "deb", "win11"]
     assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
 
 
-def test_a_listing_that_never_settles_fails_naming_the_error(parse, monkeypatch):
+def test_a_network_that_goes_while_it_is_read_gives_no_addresses(parse, monkeypatch):
+    class GoneNetwork(FakeNetwork):
+        def XMLDesc(self, _flags=0):
+            raise GoneError(libvirt.VIR_ERR_NO_NETWORK)
+
+    monkeypatch.setattr(FakeConnection, "listAllNetworks", lambda self: [GoneNetwork()])
+    data, _uris = parse()
+    assert hostvars(data, "win11")["libvirt_addresses"] == []
+    assert hostvars(data, "deb")["libvirt_addresses"] == ["192.168.122.201"]  # its agent's
+
+
+def test_any_other_libvirt_error_fails_naming_it_and_closes_the_connection(parse, monkeypatch):
+    closed = []
+
     def fake_open(uri):
         conn = FakeConnection()
-        conn.domains[2].info = vanish
+        conn.domains[1].XMLDesc = lambda _flags=0: (_ for _ in ()).throw(GoneError(libvirt.VIR_ERR_RPC))
+        conn.close = lambda: closed.append(True)
         return conn
 
     monkeypatch.setattr(libvirt, "open", fake_open)
-    with pytest.raises(AnsibleError, match="libvirt_guests: Domain not found"):
+    with pytest.raises(AnsibleError, match="libvirt_guests: gone"):
         parse()
+    assert closed == [True]
+
+
+def test_a_guest_without_an_answering_agent_gets_the_error_as_community_libvirt_sets_it(parse):
+    data, _uris = parse()
+    assert hostvars(data, "kali")["interface_addresses"] == {"error": "Guest agent is not responding"}
+    assert hostvars(data, "kali")["guest_info"] == {"error": "Guest agent is not responding"}
+
+
+def test_every_variable_community_libvirt_sets_is_set_the_same(parse, tmp_path):
+    """A source written for community.libvirt.libvirt keeps working: its plugin, run against the
+    same connection, sets no host variable this plugin does not set with the same value."""
+    ours, uris = parse()
+    name = "community.libvirt.libvirt"
+    inventory_loader._load_config_defs(name, upstream, upstream.__file__)
+    obj = upstream.InventoryModule()
+    obj._load_name = name
+    source = tmp_path / "upstream.libvirt.yml"
+    source.write_text("plugin: community.libvirt.libvirt\nuri: '%s'\n" % uris[0])
+    theirs = InventoryData()
+    obj.parse(theirs, DataLoader(), str(source))
+    assert sorted(theirs.hosts) == ["arch", "deb", "kali", "win11"]
+    for guest in theirs.hosts:
+        expected = theirs.get_host(guest).vars
+        assert {"info", "xml_desc", "guest_info", "interface_addresses", "ansible_connection",
+                "ansible_libvirt_uri"} <= set(expected)
+        got = hostvars(ours, guest)
+        assert {key: got.get(key) for key in expected} == expected
 
 
 def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
@@ -324,25 +339,3 @@ def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
     monkeypatch.setattr(FakeConnection, "__init__", init)
     data, _uris = parse(SOURCE + "  net: libvirt_interfaces[0].network\n")
     assert hostvars(data, "win11")["net"] == hostile
-
-
-def test_a_guest_that_community_libvirt_only_half_listed_is_listed_again_or_left_out(parse, monkeypatch):
-    """community.libvirt catches a failed lookup and keeps the guest with only an ERROR variable:
-    such a guest is listed again, and left out when it stays so."""
-    def fake_open(uri):
-        conn = FakeConnection()
-        real = conn.lookupByUUIDString
-
-        def lookup(uuid):
-            if uuid.endswith("3"):  # kali: undefined, then defined again, under every listing
-                raise Vanished()
-            return real(uuid)
-
-        conn.lookupByUUIDString = lookup
-        return conn
-
-    monkeypatch.setattr(libvirt, "open", fake_open)
-    data, _uris = parse()
-    assert data.get_host("kali") is None
-    assert hostvars(data, "win11")["libvirt_addresses"] == ["192.168.122.136"]
-    assert "ERROR" not in hostvars(data, "win11")
