@@ -100,8 +100,11 @@ lint: venv
 # collections/ symlink, which points back here.
 # One per checkout, so two checkouts on a machine do not share it.
 SANITY_DIR ?= /var/tmp/kvmlab-sanity-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
+# ansible-test keeps its sanity virtualenvs and caches under ~/.ansible/test: give it a home of
+# its own next to SANITY_DIR, so nothing is written into the user's own Ansible caches.
+SANITY_HOME ?= $(SANITY_DIR)-home
 # The pip version ansible-test (ansible-core 2.19) bootstraps in its sanity virtualenvs.
-GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+GET_PIP_CACHE := $(SANITY_HOME)/.ansible/test/cache/get_pip_24_2.py
 sanity: venv
 	install -D -m 0644 tools/get-pip-standin.py $(GET_PIP_CACHE)
 	rm -rf $(SANITY_DIR)
@@ -109,7 +112,7 @@ sanity: venv
 	git ls-files -z --cached --others --exclude-standard | grep -zv '^collections/' \
 	  | xargs -0 cp --parents -t $(SANITY_DIR)/ansible_collections/kvmlab/hypervisor
 	cd $(SANITY_DIR)/ansible_collections/kvmlab/hypervisor && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --color --venv --requirements --python 3.11
+	  HOME=$(SANITY_HOME) $(CURDIR)/$(BIN)/ansible-test sanity --color --venv --requirements --python 3.11
 
 unit: venv
 	$(BIN)/pytest tests/unit
@@ -133,4 +136,4 @@ molecule: venv image guest-os
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
 
 clean:
-	rm -rf $(SANITY_DIR) $(EE_CONTEXT) .pytest_cache .ruff_cache
+	rm -rf $(SANITY_DIR) $(SANITY_HOME) $(EE_CONTEXT) .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 V = "virsh -c qemu:///system "
 GUESTS = ("win11", "arch", "kali")
 # How long a booted guest may take to get its agent up: UEFI guests boot under TCG here, three
-# at once on two cores (about a minute measured; see the README).
+# at once on two cores (about a minute measured; see docs/TESTING.md).
 BOOT_TIMEOUT = 420
 HELPER = "/usr/local/bin/kvmlab-guest-agent"
 

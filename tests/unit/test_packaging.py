@@ -34,3 +34,12 @@ def test_license_and_addresses():
     assert "Version 3" in (ROOT / "LICENSE").read_text()[:200]
     for key in ("repository", "documentation", "homepage", "issues"):
         assert "example" not in str(GALAXY.get(key, "")), key
+
+
+def test_the_lowest_ansible_core_claimed_is_the_one_tested():
+    """meta/runtime.yml's requires_ansible starts at the ansible-core minor version that
+    `make sanity` and the tests run on (requirements.txt's pin): no claim of an untested one."""
+    claim = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())["requires_ansible"]
+    lowest = re.fullmatch(r">=\s*([0-9.]+)", claim).group(1)
+    pinned = re.search(r"^ansible-core==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert _version(lowest)[:2] == _version(pinned)[:2], (claim, pinned)

@@ -1,5 +1,5 @@
 """The three guests power off on the ACPI power button, then boot together: the time from
-`virsh start` to every guest agent answering is the figure the README gives."""
+`virsh start` to every guest agent answering is the figure docs/TESTING.md gives."""
 
 from __future__ import annotations
 
@@ -21,6 +21,6 @@ def test_acpi_power_button_then_boot_all_three_together(guests, host):
     seconds = guests.wait(GUESTS)
     total = time.monotonic() - start
     print("boot of %s together, start to agents answering: %.1f s" % (", ".join(GUESTS), total))
-    # For the README and make bench (tools/bench.py reads it when it is there).
+    # For docs/TESTING.md and make bench (tools/bench.py reads it when it is there).
     Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp"), "boot-seconds").write_text("%.1f\n" % total)
     assert seconds > 0

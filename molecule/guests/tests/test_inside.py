@@ -150,7 +150,7 @@ def test_arch_has_secure_boot_and_no_tpm(guests):
 
 def test_kali_boots_by_bios_under_the_virt_type_libvirt_gave_it(guests):
     """kali boots by BIOS. Under KVM on a real host; here under TCG, like the UEFI guests: a BIOS
-    guest that boots an OS stops under KVM on these nested-PVM machines (README, Tests). What
+    guest that boots an OS stops under KVM on these nested-PVM machines (docs/TESTING.md). What
     the guest detects must be what libvirt runs it with, for each guest."""
     xml = guests.xml("kali")
     assert xml.find("os/loader") is None and xml.find("os/nvram") is None

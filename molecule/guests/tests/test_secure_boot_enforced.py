@@ -16,7 +16,7 @@ SOURCE = "/var/cache/kvmlab-guest-os/kvmlab-guest.qcow2"
 UEFI = {"name": NAME, "memory": "1G", "vcpus": 1, "firmware": "uefi", "secure_boot": True, "enrolled_keys": True,
         "virt_type": "qemu", "cpu_mode": "maximum", "graphics": "none", "video": "none",
         "interfaces": [{"network": "default"}]}
-# Under TCG too: a BIOS guest that boots an OS stops under KVM on these machines (README, Tests).
+# Under TCG too: a BIOS guest that boots an OS stops under KVM on these machines (docs/TESTING.md).
 BIOS = dict(UEFI, firmware="bios", secure_boot=False, enrolled_keys=False)
 # The guest OS mounts its ESP at /boot/efi (on first access).
 ESP = "cd /boot/efi/EFI/BOOT && "
