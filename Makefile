@@ -1,7 +1,8 @@
 # The two commands that set everything up on a fresh Debian machine (root):
 #   make demo   converge the demo site in the long-lived nested-KVM container kvmlab-demo
 #   make test   lint, sanity, unit tests and the Molecule scenarios
-# And: make new-vm NAME=fedora   a new guest as the role roles/vm_fedora
+# And: make new-vm NAME=fedora   a new guest as the role vm_fedora of the example project
+#                                 (examples/workstation/roles; PROJECT=dir for another project)
 #      make bench                 time site runs against the demo -> docs/BENCHMARKS.md
 #      make schema                the guest spec's fields, from its argument spec, for the plugins
 SHELL := /bin/bash
@@ -19,7 +20,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export CONTAINERS_CONF := $(CURDIR)/tools/containers.conf
 export PY_COLORS := 1
 export ANSIBLE_FORCE_COLOR := 1
-# The port of the demo's libvirt for inventories/demo/guests.libvirt.yml.
+# The port of the demo's libvirt for the example project's inventories/demo/guests.libvirt.yml.
 export KVMLAB_DEMO_PORT := $(DEMO_PORT)
 
 # libvirt-dev, pkg-config, gcc and python3-dev: pip builds libvirt-python (requirements.txt) from them.
@@ -28,7 +29,7 @@ export KVMLAB_DEMO_PORT := $(DEMO_PORT)
 APT_PACKAGES := podman runc debootstrap btrfs-progs openssh-client python3-venv git qemu-utils p7zip-full \
   libvirt-dev pkg-config gcc python3-dev mtools dosfstools syslinux syslinux-common fdisk e2fsprogs
 
-.PHONY: help deps venv image guest-os demo demo-destroy new-vm bench schema test lint sanity unit ee molecule clean
+.PHONY: help deps venv image guest-os collection demo demo-destroy new-vm bench schema test lint sanity unit ee molecule clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -56,18 +57,35 @@ image: deps
 guest-os: deps
 	tools/harness guest-os
 
-demo: venv image guest-os
+# The collection as its users get it: the tarball `ansible-galaxy collection build` writes,
+# installed into the example project's collections/ (examples/workstation, which uses it as a
+# user's project would). make demo, make bench and the Molecule scenarios run that installed copy.
+EXAMPLE := examples/workstation
+GALAXY_VERSION = $(shell sed -n 's/^version: *//p' galaxy.yml)
+DIST := .kvmlab/dist
+collection: venv
+	rm -rf $(DIST) $(EXAMPLE)/collections/ansible_collections/kvmlab
+	$(BIN)/ansible-galaxy collection build --force --output-path $(DIST) >/dev/null
+	ANSIBLE_COLLECTIONS_PATH=$(EXAMPLE)/collections \
+	  $(BIN)/ansible-galaxy collection install --force --no-deps -p $(EXAMPLE)/collections \
+	  $(DIST)/kvmlab-hypervisor-$(GALAXY_VERSION).tar.gz >/dev/null
+	test -f $(EXAMPLE)/collections/ansible_collections/kvmlab/hypervisor/MANIFEST.json
+
+# The example project's own ansible.cfg (its collections/ and roles/), as a user runs it.
+EXAMPLE_RUN := cd $(EXAMPLE) && ANSIBLE_CONFIG=ansible.cfg $(CURDIR)/$(BIN)/ansible-playbook -i inventories/demo \
+  -e ansible_port=$(DEMO_PORT)
+demo: collection image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
-	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml
-	@$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) -e report_dir=$(CURDIR)/reports \
-	  -e report_agent_wait=300 playbooks/report.yml >/dev/null
+	$(EXAMPLE_RUN) site.yml
+	@$(EXAMPLE_RUN) -e report_dir=$(CURDIR)/reports -e report_agent_wait=300 report.yml >/dev/null
 	@echo; cat reports/$(DEMO).md
 
-# A new guest as its own role, from tools/vm-skeleton: make new-vm NAME=fedora [ROLES=roles]
+# A new guest as its own role, from tools/vm-skeleton, in a project's roles/:
+# make new-vm NAME=fedora [PROJECT=examples/workstation]
 NAME ?=
-ROLES ?= roles
+PROJECT ?= $(EXAMPLE)
 new-vm: venv
-	tools/new-vm "$(NAME)" "$(ROLES)"
+	tools/new-vm "$(NAME)" "$(PROJECT)/roles"
 
 # Site runs timed against the demo container (converged first), plus fresh converges on a
 # second container at BENCH_PORT: medians of BENCH_RUNS runs, written to docs/BENCHMARKS.md.
@@ -75,9 +93,9 @@ BENCH_PORT ?= 22230
 BENCH_RUNS ?= 3
 # BENCH_ARGS=--boot also times the three guests' boot (the demo's guests run the guest OS).
 BENCH_ARGS ?=
-bench: venv image guest-os
+bench: collection image guest-os
 	tools/harness up $(DEMO) $(DEMO_PORT) >/dev/null
-	$(BIN)/ansible-playbook -i inventories/demo -e ansible_port=$(DEMO_PORT) playbooks/site.yml >/dev/null
+	$(EXAMPLE_RUN) site.yml >/dev/null
 	$(PY) tools/bench.py --port $(DEMO_PORT) --fresh-port $(BENCH_PORT) --runs $(BENCH_RUNS) $(BENCH_ARGS)
 
 # The guest spec is defined once, in roles/guest/meta/argument_specs.yml; this writes its fields,
@@ -121,7 +139,6 @@ unit: venv
 # image: the collection's tarball, then `ansible-builder create`; checks that the Containerfile
 # installs the tarball and the EE's requirements. Build the image with `ansible-builder build`.
 EE_CONTEXT ?= .kvmlab/ee-context
-GALAXY_VERSION = $(shell sed -n 's/^version: *//p' galaxy.yml)
 ee: venv
 	rm -rf $(EE_CONTEXT)
 	$(BIN)/ansible-galaxy collection build --force >/dev/null
@@ -132,8 +149,8 @@ ee: venv
 	grep -q 'ansible-galaxy collection install' $(EE_CONTEXT)/Containerfile
 	@echo "EE context OK: $(EE_CONTEXT)/Containerfile"
 
-molecule: venv image guest-os
+molecule: collection image guest-os
 	for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
 
 clean:
-	rm -rf $(SANITY_DIR) $(SANITY_HOME) $(EE_CONTEXT) .pytest_cache .ruff_cache
+	rm -rf $(SANITY_DIR) $(SANITY_HOME) $(EE_CONTEXT) $(DIST) $(EXAMPLE)/collections .pytest_cache .ruff_cache

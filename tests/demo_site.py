@@ -8,7 +8,7 @@ import jinja2
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP_VARS = ROOT / "inventories/demo/group_vars/hypervisors.yml"
+GROUP_VARS = ROOT / "examples/workstation/inventories/demo/group_vars/hypervisors.yml"
 
 
 def resolved(value, context: dict):

@@ -41,8 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOK = str(ROOT / "playbooks" / "site.yml")
-INVENTORY = str(ROOT / "inventories" / "demo")
+# The example project, with the collection installed into it (make bench runs make collection).
+PROJECT = ROOT / "examples" / "workstation"
+PLAYBOOK = str(PROJECT / "site.yml")
+INVENTORY = str(PROJECT / "inventories" / "demo")
 PING = "- hosts: hypervisors\n  gather_facts: false\n  tasks:\n    - name: Ping\n      ansible.builtin.ping:\n"
 V = "virsh -c qemu:///system "
 
@@ -58,7 +60,7 @@ class Bench:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="kvmlab-bench-"))
         self.rows: list[dict] = []
-        self.env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+        self.env = dict(os.environ, ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                         ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACKS_ENABLED="task_count",
                         ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "molecule" / "shared" / "callback_plugins"),
                         PATH="%s:%s" % (Path(sys.executable).parent, os.environ.get("PATH", "")))
@@ -78,7 +80,7 @@ class Bench:
         env = dict(self.env, KVMLAB_TASK_COUNT=str(count_file))
         if cold:
             env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = tempfile.mkdtemp(dir=self.tmp, prefix="cp-")
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False, cwd=PROJECT)
         wall = time.monotonic() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if cold:  # the SSH master this run left behind (ControlPersist)

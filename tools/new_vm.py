@@ -1,10 +1,11 @@
 """Make a new guest role from tools/vm-skeleton and check its spec.
 
-    tools/new-vm NAME [ROLES_DIR]     (or: make new-vm NAME=fedora)
+    tools/new-vm NAME [ROLES_DIR]     (or: make new-vm NAME=fedora [PROJECT=dir])
 
-Creates ROLES_DIR/vm_NAME (default roles/, so the collection's kvmlab.hypervisor.vm_NAME) with a
-short, commented defaults file holding the guest spec, checks that spec with the guest role's
-own rules, and says which line to add to the inventory.
+Creates ROLES_DIR/vm_NAME, a role of the user's project (default: the example project's
+examples/workstation/roles; never the collection's own roles/), with a short, commented defaults
+file holding the guest spec, checks that spec with the guest role's own rules, and says which
+line to add to the inventory.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def main(argv: list[str]) -> int:
               "letter or digit." % name, file=sys.stderr)
         return 2
     role = "vm_" + re.sub(r"[^A-Za-z0-9_]", "_", name).lower()
-    roles_dir = Path(argv[2]) if len(argv) == 3 else ROOT / "roles"
+    roles_dir = Path(argv[2]) if len(argv) == 3 else ROOT / "examples" / "workstation" / "roles"
+    if roles_dir.resolve() == (ROOT / "roles").resolve():
+        print("new-vm: %s is the collection's own roles/; a VM role belongs to your project: give its "
+              "roles/ directory (make new-vm PROJECT=...)." % roles_dir, file=sys.stderr)
+        return 2
     target = roles_dir / role
     if target.exists():
         print("new-vm: %s exists already; edit its defaults/main.yml instead." % target, file=sys.stderr)
@@ -45,11 +50,10 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(target)
         print("new-vm: the skeleton's spec is not valid:\n" + "\n".join(errors), file=sys.stderr)
         return 1
-    qualified = "kvmlab.hypervisor." + role if roles_dir.resolve() == (ROOT / "roles").resolve() else role
     print("Created %s; its spec (defaults/main.yml) is valid.\n"
           "Next: edit %s/defaults/main.yml, then add it to your inventory's kvmlab_vm_roles:\n"
           "  kvmlab_vm_roles:\n    - ...\n    - %s\n"
-          "and run ansible-playbook -i INVENTORY playbooks/site.yml" % (target, target, qualified))
+          "and run ansible-playbook -i INVENTORY site.yml from the project" % (target, target, role))
     return 0
 
 

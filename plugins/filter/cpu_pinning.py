@@ -46,7 +46,7 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Pins for win11, as on the seed
+- name: Pins for win11, as on the example workstation
   ansible.builtin.set_fact:
     pins: "{{ ansible_facts.kvmlab_cpu_topology
               | kvmlab.hypervisor.cpu_pinning([{'name': 'win11', 'vcpus': 6, 'cpu_pinning': 'auto'}]) }}"

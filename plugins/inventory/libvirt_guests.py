@@ -67,7 +67,7 @@ requirements:
 """
 
 EXAMPLES = r"""
-# inventories/demo/guests.libvirt.yml
+# examples/workstation/inventories/demo/guests.libvirt.yml (the example project)
 plugin: kvmlab.hypervisor.libvirt_guests
 uri: "qemu+ssh://root@127.0.0.1:22220/system?keyfile={{ inventory_dir }}/../../.kvmlab/ssh/id_ed25519&no_verify=1"
 groups:

@@ -17,6 +17,9 @@ description:
     they count only when their entries have this collection's shape (pools with a C(path),
     volumes with a C(pool) or C(capacity)). C(network_allow_restart), a bool in both
     collections, is only warned about.
+  - Also one message for each entry of C(kvmlab_vm_roles) that names a VM role of this collection
+    (C(kvmlab.hypervisor.vm_win11) and the like). The collection ships no VM roles; they belong
+    to the user's project, listed by their plain name.
   - Takes no terms. Runs on the controller only.
 """
 
@@ -39,7 +42,12 @@ _raw:
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
-from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.renames import RENAMES, SHARED, renamed_messages
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.renames import (
+    RENAMES,
+    SHARED,
+    moved_role_messages,
+    renamed_messages,
+)
 
 display = Display()
 
@@ -55,6 +63,8 @@ class LookupModule(LookupBase):
                 # Only the shared names' values are looked at (to tell linux-system-roles' apart).
                 found[old] = self._templar.template(variables[old]) if SHARED.get(old) else None
         errors, warnings = renamed_messages(found)
+        if "kvmlab_vm_roles" in variables:
+            errors += moved_role_messages(self._templar.template(variables["kvmlab_vm_roles"]))
         for warning in warnings:
             display.warning(warning)
         return errors

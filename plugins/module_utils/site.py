@@ -252,7 +252,7 @@ def _gib(size: int) -> str:
 
 def reserve_errors(guests: list[dict], reserve, topology: dict, storage_mount: str) -> list[str]:
     """What the guests ask for together against what the host has left after kvmlab_host_reserve (the
-    seed's "available for VMs"): vCPUs against threads (unless overcommit_cpus), memory, and the
+    host report's "available for VMs"): vCPUs against threads (unless overcommit_cpus), memory, and the
     disks' capacities against the storage mount's filesystem. A figure the host did not report
     (before the first read) is not checked."""
     if not reserve:

@@ -40,7 +40,7 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: The seed's @vm subvolume
+- name: The example workstation's @vm subvolume
   kvmlab.hypervisor.btrfs_subvol:
     device: /dev/nvme0n1p2
     name: "@vm"

@@ -88,7 +88,7 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: The seed's NAT network with win11's reservation
+- name: The example workstation's NAT network with win11's reservation
   kvmlab.hypervisor.libvirt_network:
     networks:
       - name: default

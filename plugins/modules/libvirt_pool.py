@@ -60,7 +60,7 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: The seed's pools
+- name: The example workstation's pools
   kvmlab.hypervisor.libvirt_pool:
     pools:
       - {name: vm, path: /mnt/vm}

@@ -152,7 +152,7 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: win11's system disk, as on the seed
+- name: win11's system disk, as on the example workstation
   kvmlab.hypervisor.libvirt_volume:
     volumes:
       - {pool: vm, name: win11.qcow2, capacity: 40G}

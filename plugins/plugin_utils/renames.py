@@ -66,6 +66,20 @@ SHARED = {
 }
 
 
+# The collection ships no VM roles: the example site's (vm_win11, vm_arch, vm_kali) moved to the
+# example project in this repository (examples/workstation/roles), and a VM role is part of the
+# user's project, listed in kvmlab_vm_roles by its plain name.
+MOVED_ROLE_PREFIX = "kvmlab.hypervisor.vm_"
+
+
+def moved_role_messages(vm_roles) -> list[str]:
+    """One message for each entry of kvmlab_vm_roles that names a VM role of the collection."""
+    return ["kvmlab_vm_roles: %s is no longer part of the collection (VM roles belong to your project); "
+            "copy the role into your project's roles/ directory (the collection's repository keeps the "
+            "example ones in examples/workstation/roles) and list it as %s." % (role, role.split(".")[-1])
+            for role in vm_roles or [] if isinstance(role, str) and role.startswith(MOVED_ROLE_PREFIX)]
+
+
 def _any_key(value, keys) -> bool:
     return isinstance(value, list) and any(isinstance(v, dict) and any(k in v for k in keys) for v in value)
 

@@ -4,6 +4,9 @@ and no placeholder addresses."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -43,3 +46,18 @@ def test_the_lowest_ansible_core_claimed_is_the_one_tested():
     lowest = re.fullmatch(r">=\s*([0-9.]+)", claim).group(1)
     pinned = re.search(r"^ansible-core==([0-9.]+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     assert _version(lowest)[:2] == _version(pinned)[:2], (claim, pinned)
+
+
+def test_the_tarball_holds_the_collection_and_no_ones_site(tmp_path):
+    """What `ansible-galaxy collection build` puts in the tarball users install: the roles,
+    plugins and playbooks, and none of the example project, the tests or the harness."""
+    galaxy = Path(sys.executable).parent / "ansible-galaxy"
+    subprocess.run([str(galaxy), "collection", "build", "--output-path", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, timeout=120)
+    with tarfile.open(tmp_path / ("kvmlab-hypervisor-%s.tar.gz" % GALAXY["version"])) as tar:
+        names = tar.getnames()
+    top = {name.split("/")[0] for name in names}
+    assert {"roles", "plugins", "playbooks", "meta", "LICENSE", "README.md"} <= top
+    assert not top & {"examples", "tests", "molecule", "tools", "inventories", ".kvmlab", "collections", "reports"}
+    assert sorted({n.split("/")[1] for n in names if n.startswith("roles/") and n.count("/") >= 1}) == [
+        "guest", "host", "network", "storage"]

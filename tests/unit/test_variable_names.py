@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.renames import RENAMES, renamed_messages
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.renames import (
+    RENAMES,
+    moved_role_messages,
+    renamed_messages,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("host", "storage", "network", "guest")
@@ -103,6 +107,18 @@ def test_linux_system_roles_own_variables_are_left_to_them():
     assert [e.split(" ")[0] for e in renamed_messages(ours)[0]] == ["storage_pools", "storage_volumes"]
 
 
+def test_the_example_sites_vm_roles_left_the_collection():
+    """The collection ships no VM roles; an inventory that still names one by the collection's
+    prefix is told where it went, and a project's own role passes."""
+    assert not list((ROOT / "roles").glob("vm_*"))
+    assert sorted(p.name for p in (ROOT / "examples" / "workstation" / "roles").glob("vm_*")) == [
+        "vm_arch", "vm_kali", "vm_win11"]
+    assert moved_role_messages(["vm_win11", "kvmlab.hypervisor.vm_kali", "someone.else.vm_x"]) == [
+        "kvmlab_vm_roles: kvmlab.hypervisor.vm_kali is no longer part of the collection (VM roles belong to your "
+        "project); copy the role into your project's roles/ directory (the collection's repository keeps the "
+        "example ones in examples/workstation/roles) and list it as vm_kali."]
+
+
 PLAY = """
 - hosts: localhost
   gather_facts: false
@@ -120,6 +136,15 @@ PLAY = """
     ({"storage_pools": [{"name": "app", "disks": ["sdb"]}]}, None),
 ])
 def test_a_real_run_stops_on_an_old_name(tmp_path, role, extra, expected):
+    run_validate(tmp_path, role, extra, expected)
+
+
+def test_a_real_run_stops_on_a_vm_role_of_the_collection(tmp_path):
+    run_validate(tmp_path, "guest", {"kvmlab_vm_roles": ["kvmlab.hypervisor.vm_win11"]},
+                 "kvmlab_vm_roles: kvmlab.hypervisor.vm_win11 is no longer part of the collection")
+
+
+def run_validate(tmp_path, role, extra, expected):
     """ansible-playbook itself, on the controller: the role's validate entry point fails with the
     message (the lookup sees inventory and extra vars alike) or passes on linux-system-roles' shape."""
     play = tmp_path / "play.yml"

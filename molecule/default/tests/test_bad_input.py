@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
+DEMO_VARS = Path(__file__).resolve().parents[3] / "examples/workstation/inventories/demo/group_vars/hypervisors.yml"
 DEMO = yaml.safe_load(DEMO_VARS.read_text())
 DEMO_OVERRIDES = DEMO["kvmlab_guest_overrides"]
 V = "virsh -c qemu:///system "
@@ -57,7 +57,11 @@ CASES = {
     "an old network name": (
         {"network_networks": [NET]}, "network_networks was renamed to kvmlab_networks"),
     "an old guest list": (
-        {"site_vm_roles": ["kvmlab.hypervisor.vm_kali"]}, "site_vm_roles was renamed to kvmlab_vm_roles"),
+        {"site_vm_roles": ["vm_kali"]}, "site_vm_roles was renamed to kvmlab_vm_roles"),
+    "a VM role of the collection": (
+        {"kvmlab_vm_roles": ["kvmlab.hypervisor.vm_kali"]},
+        "kvmlab_vm_roles: kvmlab.hypervisor.vm_kali is no longer part of the collection (VM roles belong to your "
+        "project); copy the role into your project's roles/ directory"),
     # -- storage and network specs
     "ip outside the subnet": (
         {"kvmlab_networks": [dict(NET, hosts=[{"name": "win11", "mac": A, "ip": "192.168.123.5"}])]},
@@ -113,7 +117,7 @@ CASES = {
         {"kvmlab_guest_overrides": dict(DEMO_OVERRIDES, kali="big")}, "kvmlab_guest_overrides.kali: must be a "
                                                                       "mapping of fields"),
     "guest name ending in a newline": (
-        {"kvmlab_vm_roles": ["kvmlab.hypervisor.vm_kali"], "kvmlab_guest_overrides": {"kali": dict(
+        {"kvmlab_vm_roles": ["vm_kali"], "kvmlab_guest_overrides": {"kali": dict(
             DEMO_OVERRIDES["kali"], name="kali\n")}},
         "kvmlab_guests['kali\\n'].name: 'kali\\n' holds the control character '\\n'"),
     "newline in the TPM state directory": (

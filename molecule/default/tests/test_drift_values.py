@@ -33,7 +33,8 @@ def demo_desired(host) -> dict:
     topology = host.ansible("kvmlab.hypervisor.cpu_topology", "", check=False)["ansible_facts"]["kvmlab_cpu_topology"]
     specs = []
     for vm in GUESTS:
-        defaults = yaml.safe_load((ROOT / "roles" / ("vm_" + vm) / "defaults/main.yml").read_text())
+        role = ROOT / "examples" / "workstation" / "roles" / ("vm_" + vm)
+        defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
         text = yaml.safe_dump(defaults["vm_%s_guest" % vm])
         if "vm_kali_release" in defaults:
             text = text.replace("{{ vm_kali_release }}", defaults["vm_kali_release"])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from guest_data import assert_kept, sums
 
-DEMO_VARS = Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml"
+DEMO_VARS = Path(__file__).resolve().parents[3] / "examples/workstation/inventories/demo/group_vars/hypervisors.yml"
 DEMO_OVERRIDES = yaml.safe_load(DEMO_VARS.read_text())["kvmlab_guest_overrides"]
 
 V = "virsh -c qemu:///system "

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 V = "virsh -c qemu:///system "
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
+DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
+                        / "group_vars" / "hypervisors.yml")
                       .read_text())["kvmlab_guest_overrides"]
 # kali: the demo's BIOS guest under KVM, cheap to pause, save and restore.
 CASES = {

@@ -13,7 +13,7 @@ import yaml
 
 V = "virsh -c qemu:///system "
 ROOT = Path(__file__).resolve().parents[3]
-DEMO = yaml.safe_load((ROOT / "inventories/demo/group_vars/hypervisors.yml").read_text())
+DEMO = yaml.safe_load((ROOT / "examples/workstation/inventories/demo/group_vars/hypervisors.yml").read_text())
 
 
 def changed_items(stdout: str) -> list[tuple]:
@@ -46,7 +46,8 @@ def test_new_vm_changes_only_the_new_guest(host, site, guest, tmp_path):
         "kvmlab_guest_overrides": dict(DEMO["kvmlab_guest_overrides"], **{name: {
             "virt_type": "qemu", "cpu_mode": "maximum", "memory": "256M",
             "disks": [{"name": name + ".qcow2", "pool": "vm", "size": "64M"}]}})})
-    roles = {"ANSIBLE_ROLES_PATH": str(tmp_path)}
+    # The new role in a project's roles/ (here tmp_path), beside the example project's.
+    roles = {"ANSIBLE_ROLES_PATH": "%s:%s" % (tmp_path, ROOT / "examples" / "workstation" / "roles")}
     try:
         run = site("-e", extra, "-v", env=roles)
         assert run.rc == 0, run

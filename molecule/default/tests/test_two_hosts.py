@@ -76,7 +76,7 @@ def test_two_hosts_converge_in_one_run_each_with_its_own_guests(host, second, tm
     assert {"win11", "arch", "kali"} <= set(host.check_output("virsh -c qemu:///system list --all --name").split())
     assert "solo" not in host.check_output("virsh -c qemu:///system list --all --name").split()
 
-    report = both(inventory, "-e", "report_dir=%s" % tmp_path, playbook=str(ROOT / "playbooks" / "report.yml"))
+    report = both(inventory, "-e", "report_dir=%s" % tmp_path, playbook="kvmlab.hypervisor.report")
     assert report.returncode == 0, report.stdout[-3000:]
     assert sorted(p.name for p in tmp_path.glob("*.md")) == sorted(["%s.md" % first, "%s.md" % SECOND])
     assert "solo" in (tmp_path / ("%s.md" % SECOND)).read_text()

@@ -26,8 +26,9 @@ def test_workstation_inventory_fails_only_on_the_missing_hardware(host):
     before = host.check_output(state)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", KVMLAB_CHECK_GUARD="0")
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories/workstation"),
-         "--limit", "workstation", str(ROOT / "playbooks/site.yml"), "--check", "-e", json.dumps(extra)],
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+         str(ROOT / "examples/workstation/inventories/workstation"),
+         "--limit", "workstation", "kvmlab.hypervisor.site", "--check", "-e", json.dumps(extra)],
         capture_output=True, text=True, env=env, check=False)
     out = run.stdout + run.stderr
     assert run.returncode != 0, out

@@ -12,7 +12,8 @@ import yaml
 from conftest import killed_run
 from guest_agent import V
 
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "inventories/demo/group_vars/hypervisors.yml")
+DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
+                        / "group_vars" / "hypervisors.yml")
                       .read_text())["kvmlab_guest_overrides"]
 NV_INDEX = "0x1500016"
 NV_SECRET = "kvmlab-nv-secret"

@@ -30,7 +30,7 @@ def source(tmp_path_factory) -> Path:
     """The demo's inventory source with this scenario's URI."""
     host = hypervisor_vars()
     key = host.get("ansible_ssh_private_key_file") or host["ansible_private_key_file"]
-    config = yaml.safe_load((ROOT / "inventories/demo/guests.libvirt.yml").read_text())
+    config = yaml.safe_load((ROOT / "examples/workstation/inventories/demo/guests.libvirt.yml").read_text())
     config["uri"] = "qemu+ssh://%s@%s:%s/system?keyfile=%s&no_verify=1" % (
         host.get("ansible_user", "root"), host["ansible_host"], host["ansible_port"], key)
     directory = tmp_path_factory.mktemp("guests")

@@ -28,7 +28,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "domain"
 
 
 def spec_of(vm: str) -> dict:
-    defaults = yaml.safe_load((ROOT / "roles" / ("vm_" + vm) / "defaults" / "main.yml").read_text())
+    role = ROOT / "examples" / "workstation" / "roles" / ("vm_" + vm)
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
     spec = defaults["vm_%s_guest" % vm]
     if vm == "kali":  # the one templated value in the VM roles' defaults
         spec = yaml.safe_load(yaml.safe_dump(spec).replace("{{ vm_kali_release }}", defaults["vm_kali_release"]))

@@ -31,7 +31,8 @@ POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "iso", "path": "/mnt/vm/iso
 
 
 def spec_of(vm: str) -> dict:
-    defaults = yaml.safe_load((ROOT / "roles" / ("vm_" + vm) / "defaults" / "main.yml").read_text())
+    role = ROOT / "examples" / "workstation" / "roles" / ("vm_" + vm)
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
     spec = defaults["vm_%s_guest" % vm]
     if vm == "kali":
         spec = yaml.safe_load(yaml.safe_dump(spec).replace("{{ vm_kali_release }}", defaults["vm_kali_release"]))
@@ -338,7 +339,8 @@ def test_within_the_reserve_overcommit_and_absent_guests_pass():
 def test_the_seeds_guests_fit_the_seeds_reserve():
     seed = {"online": list(range(20)), "memory": {"total_kib": 64 * 1024 * 1024},
             "filesystems": {"/mnt/vm": {"size": 2 * 1024 ** 4, "free": 2 * 1024 ** 4}}}
-    inventory = yaml.safe_load((ROOT / "inventories" / "workstation" / "group_vars" / "hypervisors.yml").read_text())
+    workstation = ROOT / "examples" / "workstation" / "inventories" / "workstation"
+    inventory = yaml.safe_load((workstation / "group_vars" / "hypervisors.yml").read_text())
     assert inventory["kvmlab_host_reserve"] == {"cpus": 6, "memory": "16G", "storage": "500G"}
     specs = [spec_of("win11"), spec_of("arch"), spec_of("kali")]
     assert site_module.reserve_errors(resolve(specs, {"pools": POOLS})[0], inventory["kvmlab_host_reserve"], seed,
