@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 V = "virsh -c qemu:///system "
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
-                        / "group_vars" / "hypervisors.yml")
-                      .read_text())["kvmlab_guest_overrides"]
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workstation"
+DEMO = yaml.safe_load((EXAMPLE / "inventories/demo/group_vars/hypervisors.yml").read_text())["kvmlab_guest_overrides"]
 # kali: the demo's BIOS guest under KVM, cheap to pause, save and restore.
 CASES = {
     "paused": (V + "suspend kali", V + "domstate kali | grep -qx paused", "resume"),

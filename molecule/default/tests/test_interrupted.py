@@ -12,9 +12,8 @@ from conftest import killed_run
 from guest_data import assert_kept, sums
 
 V = "virsh -c qemu:///system "
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
-                        / "group_vars" / "hypervisors.yml")
-                      .read_text())["kvmlab_guest_overrides"]
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workstation"
+DEMO = yaml.safe_load((EXAMPLE / "inventories/demo/group_vars/hypervisors.yml").read_text())["kvmlab_guest_overrides"]
 DATA = ("/mnt/vm/win11.qcow2", "/mnt/vm/win11_SECURE_VARS.fd", "/mnt/vm/tpm/tpm2-00.permall",
         "/var/lib/libvirt/images/arch-vm-minimal.qcow2", "/var/lib/libvirt/qemu/nvram/arch_VARS.fd",
         "/mnt/vm/kali-linux-2025.3-qemu-amd64.qcow2")

@@ -12,9 +12,8 @@ import yaml
 from conftest import killed_run
 from guest_agent import V
 
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
-                        / "group_vars" / "hypervisors.yml")
-                      .read_text())["kvmlab_guest_overrides"]
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workstation"
+DEMO = yaml.safe_load((EXAMPLE / "inventories/demo/group_vars/hypervisors.yml").read_text())["kvmlab_guest_overrides"]
 NV_INDEX = "0x1500016"
 NV_SECRET = "kvmlab-nv-secret"
 EFI_VAR = "KvmlabMarker-3f2a6c1e-8d1b-4b8e-9c55-0c6a1d2e7f10"

@@ -12,9 +12,8 @@ from pathlib import Path
 import yaml
 from guest_agent import V
 
-DEMO = yaml.safe_load((Path(__file__).resolve().parents[3] / "examples" / "workstation" / "inventories" / "demo"
-                        / "group_vars" / "hypervisors.yml")
-                      .read_text())["kvmlab_guest_overrides"]
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "workstation"
+DEMO = yaml.safe_load((EXAMPLE / "inventories/demo/group_vars/hypervisors.yml").read_text())["kvmlab_guest_overrides"]
 TIMEOUT = 90
 
 

@@ -291,7 +291,10 @@ def test_any_other_libvirt_error_fails_naming_it_and_closes_the_connection(parse
 
     def fake_open(uri):
         conn = FakeConnection()
-        conn.domains[1].XMLDesc = lambda _flags=0: (_ for _ in ()).throw(GoneError(libvirt.VIR_ERR_RPC))
+        def broken(_flags=0):
+            raise GoneError(libvirt.VIR_ERR_RPC)
+
+        conn.domains[1].XMLDesc = broken
         conn.close = lambda: closed.append(True)
         return conn
 
