@@ -291,6 +291,7 @@ def test_any_other_libvirt_error_fails_naming_it_and_closes_the_connection(parse
 
     def fake_open(uri):
         conn = FakeConnection()
+
         def broken(_flags=0):
             raise GoneError(libvirt.VIR_ERR_RPC)
 
