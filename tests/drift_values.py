@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 
 # Values whose change is not drift to repair but a different guest or a refused change by design:
 # the name is the guest's identity; a firmware feature or kind change needs reset_nvram.

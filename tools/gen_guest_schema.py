@@ -5,7 +5,7 @@
 The role's argument spec (entry point `main`, option `kvmlab_guests`) is the one definition of a
 guest spec's fields: their type, list element type, default, choices and whether they are
 required. This writes them as plain Python literals, in the spec's order, for
-module_utils/guest.py and module_utils/image.py, which derive their defaults and allowed values
+plugin_utils/guest.py and module_utils/image.py, which derive their defaults and allowed values
 from them. tests/unit/test_guest_schema.py regenerates the file and compares it byte for byte.
 
     .venv/bin/python tools/gen_guest_schema.py [--check]
@@ -36,7 +36,7 @@ HEADER = '''\
 FIELDS maps each top-level field to its type, list element type, default, choices (a tuple, or
 None) and whether it is required; SUBFIELDS holds the same for the items of each list of
 mappings and for nested mappings, by dotted path ("disks", "disks.source", ...). Types are the
-argument spec's names (str, path, int, bool, list, dict, raw); module_utils/guest.py maps them
+argument spec's names (str, path, int, bool, list, dict, raw); plugin_utils/guest.py maps them
 to Python types and lists the fields that accept more than one.
 """
 

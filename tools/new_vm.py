@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "collections"))
 
 import yaml  # noqa: E402 - after the path set-up, like the collection import below
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import NAME_RE, normalize  # noqa: E402
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import NAME_RE, normalize  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

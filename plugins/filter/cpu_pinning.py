@@ -9,7 +9,7 @@ short_description: Compute guests' CPU pins from the host's real topology
 version_added: 0.1.0
 author: kvmlab developers (@kvmlab)
 description:
-  - Takes the topology from C(kvmlab.hypervisor.cpu_topology) and the guests' requests, and
+  - Takes the topology from C(kvmlab.hypervisor.host_facts) and the guests' requests, and
     returns per guest its C(vcpupin) list, C(emulatorpin) and C(iothreadpin) CPU sets, and a
     guest C(topology) (sockets, dies, cores, threads) that mirrors the host's SMT layout.
   - Policy. Keeps SMT siblings together (vCPU pairs on sibling threads), prefers performance
@@ -19,7 +19,7 @@ description:
   - Fails with every problem at once, each naming the guest and the CPUs.
 options:
   _input:
-    description: The topology (C(ansible_facts.kvmlab_cpu_topology)).
+    description: The topology (C(ansible_facts.kvmlab_host_facts)).
     type: dict
     required: true
   requests:
@@ -40,7 +40,7 @@ options:
   taken:
     description:
       - CPUs already pinned by other guests, as guest name to CPU list (C(pinned) from
-        C(kvmlab.hypervisor.cpu_topology)). They are not free; guests in the requests are left out.
+        C(kvmlab.hypervisor.host_facts)). They are not free; guests in the requests are left out.
     type: dict
     default: {}
 """
@@ -48,7 +48,7 @@ options:
 EXAMPLES = r"""
 - name: Pins for win11, as on the example workstation
   ansible.builtin.set_fact:
-    pins: "{{ ansible_facts.kvmlab_cpu_topology
+    pins: "{{ ansible_facts.kvmlab_host_facts
               | kvmlab.hypervisor.cpu_pinning([{'name': 'win11', 'vcpus': 6, 'cpu_pinning': 'auto'}]) }}"
 """
 
@@ -73,7 +73,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import 
 
 def cpu_pinning(topology, requests, housekeeping=None, numa_strict=False, taken=None):
     if not isinstance(topology, dict) or "cpus" not in topology:
-        raise AnsibleFilterError("cpu_pinning expects the topology from kvmlab.hypervisor.cpu_topology")
+        raise AnsibleFilterError("cpu_pinning expects the topology from kvmlab.hypervisor.host_facts")
     if not isinstance(requests, list) or not all(isinstance(r, dict) and "name" in r and "vcpus" in r
                                                  for r in requests):
         raise AnsibleFilterError("cpu_pinning: requests must be a list of dicts with name and vcpus")

@@ -18,7 +18,7 @@ extends_documentation_fragment:
   - kvmlab.hypervisor.guest_spec
 options:
   topology:
-    description: The host's C(kvmlab.hypervisor.cpu_topology) facts.
+    description: The host's C(kvmlab.hypervisor.host_facts) facts.
     type: dict
 seealso:
   - plugin: kvmlab.hypervisor.guest_spec
@@ -34,7 +34,7 @@ EXAMPLES = r"""
 
 - name: Check a spec against this host too
   ansible.builtin.assert:
-    that: (my_spec | kvmlab.hypervisor.guest_errors(topology=ansible_facts.kvmlab_cpu_topology)) == []
+    that: (my_spec | kvmlab.hypervisor.guest_errors(topology=ansible_facts.kvmlab_host_facts)) == []
 """
 
 RETURN = r"""
@@ -44,8 +44,8 @@ _value:
   elements: str
 """
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import normalize
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 
 
 def guest_errors(spec, var="guest_spec", topology=None):

@@ -38,7 +38,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import guest_mac as mac_for
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import guest_mac as mac_for
 
 
 def guest_mac(name, index=0):

@@ -33,7 +33,7 @@ options:
     description: C(kvmlab_guest_overrides) - fields per guest name, layered over its spec.
     type: dict
   topology:
-    description: The host's C(kvmlab.hypervisor.cpu_topology) facts (CPUs, memory, the guests and pools libvirt has).
+    description: The host's C(kvmlab.hypervisor.host_facts) facts (CPUs, memory, the guests and pools libvirt has).
     type: dict
   networks:
     description: C(kvmlab_networks), for the MACs their reservations give to named guests.
@@ -62,7 +62,7 @@ EXAMPLES = r"""
 - name: Resolve the site's guests and stop on any mistake
   ansible.builtin.set_fact:
     __site: "{{ kvmlab_guests | kvmlab.hypervisor.guest_site(overrides=kvmlab_guest_overrides,
-                topology=ansible_facts.kvmlab_cpu_topology, networks=kvmlab_networks, pools=kvmlab_storage_pools) }}"
+                topology=ansible_facts.kvmlab_host_facts, networks=kvmlab_networks, pools=kvmlab_storage_pools) }}"
 """
 
 RETURN = r"""
@@ -74,7 +74,7 @@ _value:
 """
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_batch import PER_GUEST as DOMAIN_OPTIONS
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 
 
 def guest_site(specs, **context):

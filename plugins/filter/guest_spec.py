@@ -33,7 +33,7 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import normalize
 
 
 def guest_spec(spec, var="guest_spec"):

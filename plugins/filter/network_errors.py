@@ -32,7 +32,9 @@ _value:
   elements: str
 """
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import network_errors as _network_errors
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.storage_network_checks import (
+    network_errors as _network_errors,
+)
 
 
 def network_errors(networks):

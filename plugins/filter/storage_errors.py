@@ -40,7 +40,7 @@ _value:
   elements: str
 """
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import pool_errors, volume_errors
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.storage_network_checks import pool_errors, volume_errors
 
 
 def storage_errors(pools, volumes=None):

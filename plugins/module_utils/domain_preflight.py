@@ -13,7 +13,7 @@ import os
 import socket
 import xml.etree.ElementTree as ET
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common as lc
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.errors import KvmlabError

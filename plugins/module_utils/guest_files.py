@@ -14,7 +14,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common as lc
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_xml import nvram_path
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_merge import nvram_path
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.errors import KvmlabError
 
 

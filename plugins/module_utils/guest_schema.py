@@ -8,7 +8,7 @@
 FIELDS maps each top-level field to its type, list element type, default, choices (a tuple, or
 None) and whether it is required; SUBFIELDS holds the same for the items of each list of
 mappings and for nested mappings, by dotted path ("disks", "disks.source", ...). Types are the
-argument spec's names (str, path, int, bool, list, dict, raw); module_utils/guest.py maps them
+argument spec's names (str, path, int, bool, list, dict, raw); plugin_utils/guest.py maps them
 to Python types and lists the fields that accept more than one.
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec_values import CONTROL_RE
 
 HEADER = "# Managed by kvmlab.hypervisor (the guest role); changes here are overwritten.\n"
 GROUP_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # a POSIX group name as useradd accepts it

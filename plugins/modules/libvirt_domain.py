@@ -286,7 +286,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common as lc
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_batch import (
     GuestRun,

@@ -210,7 +210,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
     is_no_such,
     libvirt,
 )
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec_values import parse_size
 
 
 def predicted_path(pool, spec: dict) -> str:

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import guest, image
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import image
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_schema import FIELDS
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils import guest
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
 OPTIONS = SPEC["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]
 # The code that checks or uses guest spec values.
-CHECKERS = [ROOT / "plugins/module_utils" / name
-            for name in ("guest.py", "image.py", "site.py", "domain_build.py", "systemd.py")]
+CHECKERS = [ROOT / "plugins" / name
+            for name in ("plugin_utils/guest.py", "module_utils/image.py", "plugin_utils/site.py",
+                         "plugin_utils/domain_render.py", "module_utils/systemd.py")]
 # Literal lists that checks may keep, because they are not a field's allowed values.
 NOT_CHOICES = {
     ("http", "https"): "the URL schemes of a disk source's url",

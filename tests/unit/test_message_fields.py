@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGINS = [*ROOT.glob("plugins/module_utils/*.py"), *ROOT.glob("plugins/modules/*.py"),
+PLUGINS = [*ROOT.glob("plugins/module_utils/*.py"), *ROOT.glob("plugins/plugin_utils/*.py"),
+           *ROOT.glob("plugins/modules/*.py"),
            *ROOT.glob("plugins/filter/*.py")]
 # Names in messages that are not fields: plugin names and a kernel option.
 NOT_FIELDS = {"guest_mac": "a filter", "systemd_quote": "a filter", "intel_iommu": "a kernel option"}

@@ -61,3 +61,28 @@ def test_the_tarball_holds_the_collection_and_no_ones_site(tmp_path):
     assert not top & {"examples", "tests", "molecule", "tools", "inventories", ".kvmlab", "collections", "reports"}
     assert sorted({n.split("/")[1] for n in names if n.startswith("roles/") and n.count("/") >= 1}) == [
         "guest", "host", "network", "storage"]
+
+
+def test_the_old_module_name_runs_the_new_module_with_a_deprecation(tmp_path):
+    """meta/runtime.yml's redirect, run as a user would: `kvmlab.hypervisor.cpu_topology` from the
+    installed tarball runs host_facts (its fact is kvmlab_host_facts) and warns with the new
+    names. The environment is the user's, not the checkout's: no ansible.cfg, so the checkout's
+    collections/ symlink cannot stand in for the installed tarball."""
+    bindir = Path(sys.executable).parent
+    env = {"PATH": "%s:/usr/bin:/bin" % bindir, "HOME": str(tmp_path), "ANSIBLE_CONFIG": "/nonexistent",
+           "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"), "ANSIBLE_LOCALHOST_WARNING": "false",
+           "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    subprocess.run([str(bindir / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True, timeout=120, env=env, cwd=tmp_path)
+    tarball = tmp_path / ("kvmlab-hypervisor-%s.tar.gz" % GALAXY["version"])
+    subprocess.run([str(bindir / "ansible-galaxy"), "collection", "install", "--no-deps", "-p",
+                    str(tmp_path / "collections"), str(tarball)], check=True, capture_output=True, timeout=120,
+                   env=env, cwd=tmp_path)
+    assert (tmp_path / "collections/ansible_collections/kvmlab/hypervisor/plugins/modules/host_facts.py").is_file()
+    run = subprocess.run([str(bindir / "ansible"), "localhost", "-c", "local", "-e",
+                          "ansible_python_interpreter=%s" % sys.executable, "-m", "kvmlab.hypervisor.cpu_topology",
+                          "-a", "uri=test:///default"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"kvmlab_host_facts"' in run.stdout and "kvmlab_cpu_topology" not in run.stdout
+    assert "kvmlab.hypervisor.host_facts" in run.stderr and "kvmlab_cpu_topology" in run.stderr

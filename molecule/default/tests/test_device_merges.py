@@ -11,7 +11,7 @@ import itertools
 import xml.etree.ElementTree as ET
 
 import pytest
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import DISK_CHOICES
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import DISK_CHOICES
 
 V = "virsh -c qemu:///system "
 ISO = "/mnt/vm/iso/kvmlab-merge.iso"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 from demo_site import demo_overrides
 from drift_values import drifted_values, mutate
 
@@ -30,7 +30,7 @@ GUESTS = ("win11", "arch", "kali")
 def demo_desired(host) -> dict:
     """Each demo guest's domain XML as the site builds it, from this host's topology."""
     pools = yaml.safe_load((ROOT / "roles/storage/defaults/main.yml").read_text())["kvmlab_storage_pools"]
-    topology = host.ansible("kvmlab.hypervisor.cpu_topology", "", check=False)["ansible_facts"]["kvmlab_cpu_topology"]
+    topology = host.ansible("kvmlab.hypervisor.host_facts", "", check=False)["ansible_facts"]["kvmlab_host_facts"]
     specs = []
     for vm in GUESTS:
         role = ROOT / "examples" / "workstation" / "roles" / ("vm_" + vm)

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 from lxml import etree
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "module_utils" / "fixtures"
 VIRT_INSTALL = (FIXTURES / "domain" / "virt-install-win11.xml").read_text()
 LIBVIRT_QEMU = (FIXTURES / "domain" / "adopted-qemu-libvirt9.xml").read_text()
 CI_2CPU = FIXTURES / "sysfs-ci-2cpu"

@@ -13,15 +13,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 from drift_values import drifted_values, mutate
 
 from .test_guest import demo
 
-FIXTURES = Path(__file__).parent / "fixtures" / "domain"
-CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
+FIXTURES = Path(__file__).parents[1] / "module_utils" / "fixtures" / "domain"
+CI_2CPU = Path(__file__).parents[1] / "module_utils" / "fixtures" / "sysfs-ci-2cpu"
 POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "default", "path": "/var/lib/libvirt/images"}]
 
 

@@ -9,22 +9,22 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible_collections.kvmlab.hypervisor.plugins.filter.guest_errors import guest_errors
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import COMPRESSIONS, SOURCE_KEYS
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import (
     DEFAULTS,
     DISK_DEFAULTS,
     guest_mac,
     normalize,
 )
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import COMPRESSIONS, SOURCE_KEYS
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 from demo_site import demo_overrides
 
-from . import sysfs
+from ..module_utils import sysfs
 
 ROOT = Path(__file__).resolve().parents[4]
-FIXTURES = Path(__file__).parent / "fixtures" / "domain"
+FIXTURES = Path(__file__).parents[1] / "module_utils" / "fixtures" / "domain"
 
 
 def spec_of(vm: str) -> dict:
@@ -42,7 +42,7 @@ def demo(vm: str) -> dict:
     return dict(spec_of(vm), **demo_overrides().get(vm, {}))
 
 
-CI_2CPU = Path(__file__).parent / "fixtures" / "sysfs-ci-2cpu"
+CI_2CPU = Path(__file__).parents[1] / "module_utils" / "fixtures" / "sysfs-ci-2cpu"
 
 
 POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "default", "path": "/var/lib/libvirt/images"}]

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: cpu_topology
-short_description: Read the host's CPU topology for pinning guests
+module: host_facts
+short_description: Read what the guests are planned against - CPUs, memory, guests, pools, filesystems
 version_added: 0.1.0
 description:
+  - Gathers, in one call, the host facts that the guests are checked and pinned against before
+    any change. Named C(cpu_topology) before 0.1.0 (that name redirects here, with a deprecation
+    warning); its fact was C(kvmlab_cpu_topology).
   - Reads C(/sys/devices/system/cpu), C(/sys/devices/system/node), the hybrid core types
     (C(/sys/devices/cpu_core/cpus), C(/sys/devices/cpu_atom/cpus)), L3 cache groups, huge pages
     and the C(isolcpus) and C(nohz_full) kernel options, and returns them as one structure.
-  - Feed RV(ansible_facts.kvmlab_cpu_topology) to the C(kvmlab.hypervisor.cpu_pinning) filter.
+  - Feed RV(ansible_facts.kvmlab_host_facts) to the C(kvmlab.hypervisor.cpu_pinning) filter.
   - Also returns the host's memory (C(/proc/meminfo)) and the CPUs that libvirt's guests pin
     (C(pinned)), read from their persistent definitions, so pins for one guest can avoid the
     others'.
@@ -43,26 +46,26 @@ options:
 attributes:
   facts:
     support: full
-    description: Sets C(kvmlab_cpu_topology).
+    description: Sets C(kvmlab_host_facts).
 """
 
 EXAMPLES = r"""
-- name: Read the CPU topology
-  kvmlab.hypervisor.cpu_topology:
+- name: Read the host's facts (CPUs, memory, the guests and pools libvirt has)
+  kvmlab.hypervisor.host_facts:
 
 - name: Pin win11 from it
   ansible.builtin.debug:
-    msg: "{{ ansible_facts.kvmlab_cpu_topology
+    msg: "{{ ansible_facts.kvmlab_host_facts
              | kvmlab.hypervisor.cpu_pinning([{'name': 'win11', 'vcpus': 6, 'cpu_pinning': 'auto'}]) }}"
 """
 
 RETURN = r"""
 ansible_facts:
-  description: The topology.
+  description: The host's facts.
   returned: always
   type: complex
   contains:
-    kvmlab_cpu_topology:
+    kvmlab_host_facts:
       description:
         - C(cpus) (id, online, core_id, package, die, siblings, node, l3, type), C(online),
           C(threads_per_core), C(nodes), C(l3_groups), C(hybrid), C(core_types), C(isolcpus),
@@ -227,7 +230,7 @@ def main() -> None:
         module.warn("%s; read the persistent definitions from /etc/libvirt instead." % source[len("files: "):])
     topology = dict(read_topology(cmdline=cmdline), memory=memory(), pinned=pinned, domains=domains, pools=pools,
                     filesystems=filesystems(module.params["paths"]))
-    module.exit_json(changed=False, ansible_facts={"kvmlab_cpu_topology": topology})
+    module.exit_json(changed=False, ansible_facts={"kvmlab_host_facts": topology})
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 `normalize(spec)` returns the spec with every default filled in and derived values computed
 (memory in KiB, disk target devices, deterministic MACs, cdrom bus), plus the list of mistakes,
 each naming its field and the fix. The role `kvmlab.hypervisor.guest` runs it on the controller
-(filters `guest_spec`, `guest_site`) before any change; module_utils/site.py checks the guests
-against each other and module_utils/domain_build.py builds the domain XML from the result.
+(filters `guest_spec`, `guest_site`) before any change; plugin_utils/site.py checks the guests
+against each other and plugin_utils/domain_render.py builds the domain XML from the result.
 
 The fields, their defaults and allowed values come from `roles/guest/meta/argument_specs.yml`,
 through module_utils/guest_schema.py (generated: `make schema`); nothing here repeats them.
@@ -20,7 +20,12 @@ import re
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest_schema import FIELDS, SUBFIELDS
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import source_errors
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import parse_size, path_error, text_errors
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec_values import (
+    MAC_RE,
+    parse_size,
+    path_error,
+    text_errors,
+)
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import format_cpulist, parse_cpulist
 
 
@@ -79,7 +84,6 @@ READ_DENIED_DIRS = ("/boot", "/dev", "/etc", "/proc", "/root", "/run", "/sys", "
 SECRETS = ("graphics_password",)  # never shown in a message
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # used with fullmatch: no trailing newline
-MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
 
 
 def _type_error(value, types, label: str) -> str | None:

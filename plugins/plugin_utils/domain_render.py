@@ -9,7 +9,7 @@ by the spec checks; should one get here anyway, ValueError names the guest and t
 
 Only what is built here is owned by the spec: libvirt's additions (uuid, PCI addresses,
 controllers, the firmware files it selected, ...) are kept on every redefinition
-(module_utils/domain_xml.py).
+(module_utils/domain_merge.py).
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ def _tpm(b: _Builder, devices: ET.Element, g: dict) -> None:
         b.sub(backend, "source", type="unix", mode="connect", path=g["tpm_socket"], field="tpm_socket")
 
 
-def domain_xml(g: dict) -> str:
-    """The domain XML of a resolved guest (module_utils/site.py: disks with `path`, `pins`)."""
+def render_domain(g: dict) -> str:
+    """The domain XML of a resolved guest (plugin_utils/site.py: disks with `path`, `pins`)."""
     b = _Builder(g)
     root = ET.Element("domain", {"type": b.value(g["virt_type"], "virt_type")})
     b.sub(root, "name", g["name"], "name")

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_xml as dx
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import domain_merge as dx
 
 FIXTURES = Path(__file__).parent / "fixtures" / "domain"
 DESIRED = (FIXTURES / "win11-desired.xml").read_text()

@@ -1,4 +1,4 @@
-"""cpu_topology's view of what libvirt's guests hold: from libvirt; from libvirt's own files when its
+"""host_facts's view of what libvirt's guests hold: from libvirt; from libvirt's own files when its
 daemon is stopped; empty only before libvirt is installed; any other failure is an error, never
 an empty answer that would turn the checks against the host's guests off."""
 
@@ -8,7 +8,7 @@ import types
 
 import pytest
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common
-from ansible_collections.kvmlab.hypervisor.plugins.modules import cpu_topology as mod
+from ansible_collections.kvmlab.hypervisor.plugins.modules import host_facts as mod
 
 DOMAIN = ("<domain><name>%s</name><os><nvram>/mnt/vm/%s_VARS.fd</nvram></os><cputune><vcpupin vcpu='0' "
           "cpuset='2-3'/></cputune><devices><disk device='disk'><source file='/mnt/vm/%s.qcow2'/></disk>"

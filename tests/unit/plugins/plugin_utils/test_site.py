@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import site as site_module
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils import site as site_module
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import (
     CDROM_DEFAULTS,
     DEFAULTS,
     DISK_DEFAULTS,
@@ -20,10 +21,9 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import (
     guest_mac,
     normalize,
 )
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.site import resolve
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import read_topology
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.site import resolve
 
-from . import sysfs
+from ..module_utils import sysfs
 
 ROOT = Path(__file__).resolve().parents[4]
 POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "iso", "path": "/mnt/vm/iso"},

@@ -3,7 +3,7 @@
 """All guests of a site, resolved and checked together, on the controller, before any change.
 
 `resolve(specs, ...)` is the one pass the site makes over its guests: each spec gets the
-inventory's `kvmlab_guest_overrides`, is normalised and checked alone (module_utils/guest.py), and then
+inventory's `kvmlab_guest_overrides`, is normalised and checked alone (plugin_utils/guest.py), and then
 against every other guest, the guests libvirt already has that the inventory does not list, the
 networks' reservations, the pools and the host:
 
@@ -15,18 +15,18 @@ networks' reservations, the pools and the host:
 - CPU pins are computed for all pinned guests jointly, none on another's CPUs.
 
 Each resolved guest carries its disks' paths, its pins and its libvirt domain XML
-(module_utils/domain_build.py), so nothing is computed twice.
+(plugin_utils/domain_render.py), so nothing is computed twice.
 """
 
 from __future__ import annotations
 
 import posixpath
 
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.domain_build import domain_xml
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.guest import normalize
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec import CONTROL_RE, parse_size
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec_values import CONTROL_RE, parse_size
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.systemd import swtpm_units
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import compute_pinning
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.domain_render import render_domain
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import normalize
 
 LIBVIRT_DIRS = ("/var/lib/libvirt",)
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
@@ -296,7 +296,7 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
     """The site's guests, resolved and checked together; returns (guests, errors).
 
     context (every key optional): `overrides` (kvmlab_guest_overrides), `topology`
-    (kvmlab.hypervisor.cpu_topology's facts: the host's CPUs and memory, the pins, files and MACs
+    (kvmlab.hypervisor.host_facts's facts: the host's CPUs and memory, the pins, files and MACs
     of the guests libvirt has, its pools, the size of the storage mount's filesystem; None before
     the host is read), `networks` (kvmlab_networks), `pools` (kvmlab_storage_pools), `storage_mount`,
     `swtpm_group` (the group of the swtpm control sockets, kvmlab_guest_swtpm_socket_group), `reserve`
@@ -327,7 +327,7 @@ def resolve(specs, context: dict | None = None) -> tuple[list[dict], list[str]]:
     if not errors:
         for g in guests:
             try:
-                g["xml"] = domain_xml(g) if g["state"] != "absent" else None
+                g["xml"] = render_domain(g) if g["state"] != "absent" else None
                 g["units"] = (swtpm_units(g, context.get("swtpm_group", "kvm"))
                               if g["state"] != "absent" and g["tpm"] == "external" else [])
             except ValueError as exc:  # a value the checks let through that XML or a unit cannot carry

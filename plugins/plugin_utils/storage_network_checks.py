@@ -1,6 +1,6 @@
 # Copyright (c) kvmlab developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Validation of storage and network specs, run on the controller before any change.
+"""Validation of the storage and network specs, run on the controller before any change.
 
 Each function returns a list of messages; each message names the inventory field and says how
 to fix it. An empty list means the spec is sound.
@@ -13,65 +13,9 @@ import posixpath
 import re
 
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.image import source_errors
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.spec_values import MAC_RE, parse_size, text_errors
 
-SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 BRIDGE_MAX = 15  # IFNAMSIZ - 1
-# Characters no spec string may hold: C0 and C1 controls, DEL, the Unicode line and paragraph
-# separators, lone surrogates and the non-characters XML 1.0 cannot carry. A newline in a path
-# would add a line to a systemd unit; most of these cannot appear in XML even escaped.
-CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
-
-
-def text_errors(value, label: str) -> list[str]:
-    """Every string in `value` (a spec: mappings, lists, scalars; keys too) that holds a control
-    character, named by its path under `label`."""
-    errors: list[str] = []
-    if isinstance(value, str):
-        bad = CONTROL_RE.search(value)
-        if bad:
-            errors.append("%s: %r holds the control character %r; control characters are refused in "
-                          "every field (they could change the XML or systemd units written from it)."
-                          % (label, value, bad.group()))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            errors += text_errors(key, "%s (a key)" % label)
-            errors += text_errors(item, "%s.%s" % (label, key))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            errors += text_errors(item, "%s[%d]" % (label, i))
-    return errors
-
-
-def path_error(value, label: str, example: str = "") -> str | None:
-    """Why `value` is not an absolute, normalised path, or None. Normalised: no '.', '..', '//'
-    or trailing '/', so two spellings of one file cannot pass as two files."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        hint = "; give one such as %s" % example if example else ""
-        return "%s: %r is not an absolute path%s." % (label, value, hint)
-    norm = posixpath.normpath(value)
-    if norm.startswith("//"):
-        norm = "/" + norm.lstrip("/")
-    if norm != value:
-        return "%s: %r is not normalised; write it as %s." % (label, value, norm)
-    return None
-
-
-def parse_size(value) -> int:
-    """Bytes in a size such as 40G, 512M, 1.5T, 40GiB or an integer of bytes (binary units).
-
-    Raises ValueError for anything else.
-    """
-    if isinstance(value, bool):
-        raise ValueError("not a size: %r" % (value,))
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("negative size: %r" % (value,))
-        return value
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", str(value), re.IGNORECASE)
-    if not m:
-        raise ValueError("not a size: %r (use a number with K, M, G or T, e.g. 40G)" % (value,))
-    return int(float(m.group(1)) * SIZE_UNITS[m.group(2).lower()])
 
 
 def _label(items: list[dict], index: int, key: str = "name") -> str:
@@ -161,7 +105,7 @@ def _host_errors(hosts: list[dict], label: str, subnet, reserved: set, macs: dic
         if not mac and not host.get("name"):
             errors.append("%s: give a mac, a name or both to match the guest." % hlabel)
         if mac:
-            if not MAC_RE.match(mac):
+            if not MAC_RE.fullmatch(mac):
                 errors.append("%s.mac: %r is not a MAC address like 52:54:00:12:34:56." % (hlabel, host.get("mac")))
             elif mac in macs:
                 errors.append("%s.mac: %s is already reserved for %s." % (hlabel, mac, macs[mac]))

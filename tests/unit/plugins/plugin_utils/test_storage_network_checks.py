@@ -1,9 +1,10 @@
-"""Validation messages name the field and say how to fix it."""
+"""Storage and network validation messages name the field and say how to fix it; sizes parse."""
 
 from __future__ import annotations
 
 import pytest
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import spec
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import spec_values
+from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils import storage_network_checks as spec
 
 NET = {"name": "default", "bridge": "virbr0", "address": "192.168.122.1", "prefix": 24,
        "dhcp": {"start": "192.168.122.2", "end": "192.168.122.254"},
@@ -16,13 +17,13 @@ POOLS = [{"name": "vm", "path": "/mnt/vm"}, {"name": "iso", "path": "/mnt/vm/iso
     ("40G", 40 * 2**30), ("512M", 512 * 2**20), ("1.5T", int(1.5 * 2**40)), ("40GiB", 40 * 2**30),
     ("64 MB", 64 * 2**20), (1024, 1024), ("2048", 2048)])
 def test_parse_size(value, size):
-    assert spec.parse_size(value) == size
+    assert spec_values.parse_size(value) == size
 
 
 @pytest.mark.parametrize("value", ["", "forty", "40X", -1, True, None])
 def test_parse_size_rejects(value):
     with pytest.raises(ValueError):
-        spec.parse_size(value)
+        spec_values.parse_size(value)
 
 
 def test_seed_specs_are_sound():
