@@ -103,9 +103,9 @@ def _uefi_targets(desc: dict, arch: str) -> list[list[str]]:
 
 
 def installed(desc: dict) -> bool:
-    """Whether the firmware files a descriptor names exist. Arch's edk2-ovmf (202608) ships
-    descriptors of IA32 firmware (80-/81-edk2-ovmf-ia32-on-x86_64*.json) whose files under
-    /usr/share/edk2/ia32/ it does not build: such a descriptor offers nothing."""
+    """Whether the firmware files a descriptor names exist. Arch's edk2-ovmf ships descriptors
+    of IA32 firmware (80-/81-edk2-ovmf-ia32-on-x86_64*.json) whose files under /usr/share/edk2/ia32/
+    not every build installs: such a descriptor offers nothing."""
     mapping = desc.get("mapping", {})
     files = [mapping.get(key, {}).get("filename") for key in ("executable", "nvram-template")]
     return all(os.path.isfile(f) for f in files if f)

@@ -51,8 +51,8 @@ def test_an_empty_file_masks_without_a_warning(tmp_path):
 
 
 def test_a_descriptor_whose_firmware_files_are_missing_offers_nothing(tmp_path):
-    """Arch's edk2-ovmf 202608 ships 80-edk2-ovmf-ia32-on-x86_64-secure-4m.json, for q35 and
-    Secure Boot, naming /usr/share/edk2/ia32/ files it never builds: neither a guest's firmware
+    """Arch's edk2-ovmf ships 80-edk2-ovmf-ia32-on-x86_64-secure-4m.json, for q35 and Secure
+    Boot, naming /usr/share/edk2/ia32/ files not every build installs: neither a guest's firmware
     check nor the enrolled-keys plan may take it."""
     (tmp_path / "c.fd").write_bytes(b"code")
     (tmp_path / "v.fd").write_bytes(b"vars")
