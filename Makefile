@@ -136,12 +136,12 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 # The execution environment's build context (execution-environment.yml), without building the
-# image: the collection's tarball, then `ansible-builder create`; checks that the Containerfile
-# installs the tarball and the EE's requirements. Build the image with `ansible-builder build`.
+# image: `ansible-builder create` with the tarball make collection built ($(DIST)); checks that
+# the Containerfile installs the tarball and the EE's requirements. Build the image with
+# `ansible-builder build` (after make collection).
 EE_CONTEXT ?= .kvmlab/ee-context
-ee: venv
+ee: collection
 	rm -rf $(EE_CONTEXT)
-	$(BIN)/ansible-galaxy collection build --force >/dev/null
 	$(BIN)/ansible-builder create -f execution-environment.yml -c $(EE_CONTEXT) -v 1
 	test -s $(EE_CONTEXT)/Containerfile
 	test -s $(EE_CONTEXT)/_build/collections/kvmlab-hypervisor-$(GALAXY_VERSION).tar.gz
