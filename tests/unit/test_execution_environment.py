@@ -26,7 +26,9 @@ def test_the_tarball_installed_is_the_version_galaxy_yml_builds():
     galaxy = yaml.safe_load((ROOT / EE["dependencies"]["galaxy"]).read_text())
     assert galaxy["collections"] == [{"name": wanted, "type": "file"}]
     assert [(f["src"], f["dest"]) for f in EE["additional_build_files"]] == [
-        ("%s-%s-*.tar.gz" % (GALAXY["namespace"], GALAXY["name"]), "collections")]
+        (".kvmlab/dist/%s-%s-*.tar.gz" % (GALAXY["namespace"], GALAXY["name"]), "collections")]
+    # make collection writes the tarball there, and make ee uses it.
+    assert "DIST := .kvmlab/dist" in (ROOT / "Makefile").read_text()
 
 
 def test_ansible_core_is_the_tested_one():

@@ -88,10 +88,10 @@ def test_the_old_module_name_runs_the_new_module_with_a_deprecation(tmp_path):
     assert "kvmlab.hypervisor.host_facts" in run.stderr and "kvmlab_cpu_topology" in run.stderr
 
 
-def test_the_requirements_files_name_the_tarball_of_galaxys_version():
-    """The example project's and the execution environment's requirements install the tarball
-    by file name: a version bump in galaxy.yml must not leave them naming the old one."""
+def test_the_example_projects_requirements_name_the_tarball_of_galaxys_version():
+    """The example project installs the tarball by file name: a version bump in galaxy.yml must
+    not leave it naming the old one (test_execution_environment checks the EE's)."""
     tarball = "kvmlab-hypervisor-%s.tar.gz" % GALAXY["version"]
-    for path in (ROOT / "examples" / "workstation" / "requirements.yml", ROOT / "requirements-ee.yml"):
-        names = [c["name"] for c in yaml.safe_load(path.read_text())["collections"] if c.get("type") == "file"]
-        assert [Path(n).name for n in names] == [tarball], path
+    path = ROOT / "examples" / "workstation" / "requirements.yml"
+    names = [c["name"] for c in yaml.safe_load(path.read_text())["collections"] if c.get("type") == "file"]
+    assert [Path(n).name for n in names] == [tarball]
