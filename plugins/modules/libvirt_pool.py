@@ -23,33 +23,10 @@ author:
   - kvmlab developers (@kvmlab)
 extends_documentation_fragment:
   - kvmlab.hypervisor.libvirt
+  - kvmlab.hypervisor.storage.pools
 options:
   pools:
-    description: The pools.
-    type: list
-    elements: dict
     required: true
-    suboptions:
-      name:
-        description: Pool name.
-        type: str
-        required: true
-      path:
-        description: Absolute path of the pool's directory. Required unless C(state=absent).
-        type: path
-      state:
-        description: Whether the pool should exist.
-        type: str
-        choices: [present, absent]
-        default: present
-      active:
-        description: Whether the pool should be running.
-        type: bool
-        default: true
-      autostart:
-        description: Whether libvirt starts the pool at boot.
-        type: bool
-        default: true
 attributes:
   check_mode:
     support: full
@@ -76,93 +53,21 @@ actions:
   sample: {iso: [define, start, autostart_on], vm: []}
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import pool as poolplan
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
-    LIFECYCLE_OPTIONS,
-    URI_OPTION,
-    connect,
-    is_no_such,
-    libvirt,
-)
-
-
-def current_state(conn, name: str) -> tuple:
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if is_no_such(exc):
-            return None, None
-        raise
-    xml = pool.XMLDesc(libvirt.VIR_STORAGE_XML_INACTIVE)
-    return pool, {"path": poolplan.target_path(xml), "active": bool(pool.isActive()),
-                  "autostart": bool(pool.autostart()), "xml": xml}
-
-
-def summary(state: dict | None) -> dict:
-    if state is None:
-        return {"defined": False}
-    return {"defined": True, "path": state["path"], "active": state["active"], "autostart": state["autostart"]}
-
-
-def apply(conn, pool, state, spec: dict, actions: list[str]):
-    for action in actions:
-        if action == "define":
-            pool = conn.storagePoolDefineXML(poolplan.pool_xml(spec["name"], spec["path"]), 0)
-        elif action == "redefine":
-            pool = conn.storagePoolDefineXML(poolplan.with_target_path(state["xml"], spec["path"]), 0)
-        elif action == "build":
-            pool.build(libvirt.VIR_STORAGE_POOL_BUILD_NEW)
-        elif action == "stop":
-            pool.destroy()
-        elif action == "start":
-            pool.create(0)
-        elif action in ("autostart_on", "autostart_off"):
-            pool.setAutostart(1 if action == "autostart_on" else 0)
-        elif action == "undefine":
-            pool.undefine()
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import pool as pools
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import URI_OPTION, connect
 
 
 def core(module: AnsibleModule) -> dict:
-    for spec in module.params["pools"]:
-        if spec["state"] == "present" and not spec.get("path"):
-            module.fail_json(msg="pools[%s].path is required for a present pool" % spec["name"])
+    pools.check(module, module.params["pools"])
     conn = connect(module, module.params["uri"], "would define the pools")
-    result = {"changed": False, "actions": {}, "diff": {"before": {}, "after": {}}}
-    for spec in module.params["pools"]:
-        name = spec["name"]
-        try:
-            pool, state = current_state(conn, name)
-            want = dict(spec, path_exists=bool(spec.get("path")) and os.path.isdir(spec["path"]))
-            actions = poolplan.plan(want, state)
-            result["actions"][name] = actions
-            if not actions:
-                continue
-            result["changed"] = True
-            result["diff"]["before"][name] = summary(state)
-            result["diff"]["after"][name] = (
-                {"defined": False} if spec["state"] == "absent"
-                else {"defined": True, "path": spec["path"], "active": spec["active"], "autostart": spec["autostart"]})
-            if not module.check_mode:
-                apply(conn, pool, state, spec, actions)
-        except libvirt.libvirtError as exc:
-            module.fail_json(msg="pool %s: %s" % (name, exc), **result)
-    return result
+    return pools.converge(module, conn, module.params["pools"])
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "pools": {
-                "type": "list", "elements": "dict", "required": True,
-                "options": {
-                    "name": {"type": "str", "required": True},
-                    "path": {"type": "path"},
-                    **LIFECYCLE_OPTIONS,
-                },
-            },
+            "pools": {"type": "list", "elements": "dict", "required": True, "options": pools.POOL_OPTIONS},
             **URI_OPTION,
         },
         supports_check_mode=True,

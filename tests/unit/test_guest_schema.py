@@ -280,9 +280,10 @@ def test_each_default_of_the_spec_is_the_one_normalize_fills_in(path):
 
 
 def test_libvirt_volumes_source_is_a_disks_source():
-    """kvmlab.hypervisor.libvirt_volume documents volumes[].source as the guest spec's disks[].source."""
-    text = (ROOT / "plugins/modules/libvirt_volume.py").read_text()
-    doc = yaml.safe_load(text.split('DOCUMENTATION = r"""')[1].split('"""')[0])
+    """The volume modules document volumes[].source (in the kvmlab.hypervisor.storage fragment) as
+    the guest spec's disks[].source."""
+    text = (ROOT / "plugins/doc_fragments/storage.py").read_text()
+    doc = yaml.safe_load(text.split('VOLUMES = r"""')[1].split('"""')[0])
     module = doc["options"]["volumes"]["suboptions"]["source"]["suboptions"]
     spec = OPTIONS["disks"]["options"]["source"]["options"]
     assert list(module) == list(spec)

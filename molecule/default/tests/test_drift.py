@@ -40,6 +40,11 @@ CASES = {
         '-  <memory unit="KiB">1048576</memory>', guests=True),
     "nodatacow removed": Drift("chattr -C /mnt/vm", "lsattr -d /mnt/vm | cut -d' ' -f1 | grep -qv C",
                                "nodatacow: false"),
+    # kvmlab.hypervisor.vm_storage's directories: the TPM states' directory, opened up and given away.
+    "tpm directory mode widened": Drift("chmod 0777 /mnt/vm/tpm", "test $(stat -c %a /mnt/vm/tpm) = 777",
+                                        "directory /mnt/vm/tpm"),
+    "tpm directory owner changed": Drift("chown root:root /mnt/vm/tpm", "test $(stat -c %U:%G /mnt/vm/tpm) = root:root",
+                                         "directory /mnt/vm/tpm"),
     "pool undefined": Drift(V + "pool-destroy iso && " + V + "pool-undefine iso", "! " + V + "pool-info iso",
                             "defined: false"),
     "pool stopped": Drift(V + "pool-destroy vm", V + "pool-info vm | grep -q 'State: *inactive'",

@@ -1,4 +1,4 @@
-"""libvirt_volume's directories: the missing ones are made, existing ones never touched, and a
+"""libvirt_volume's deprecated directories: the missing ones are made, existing ones never touched, and a
 path that is no directory stops the call before any change. Volumes from a source: made once,
 verified, seen by the pool; an existing volume ignores its source."""
 
@@ -58,7 +58,7 @@ def test_check_mode_predicts_and_makes_nothing(tmp_path):
 
 @pytest.mark.parametrize(("name", "message"), [
     ("file", "exists but is not a directory; move it away."),
-    ("relative", "is not an absolute path."),
+    ("relative", "is relative; give an absolute path."),
 ])
 def test_a_path_that_cannot_be_a_directory_stops_before_any_change(tmp_path, name, message):
     (tmp_path / "file").write_text("data")
@@ -155,7 +155,7 @@ def site(tmp_path, monkeypatch):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     pool = Pool(pool_dir)
-    monkeypatch.setattr(mod, "libvirt", FAKE)
+    monkeypatch.setattr(mod.volumes, "libvirt", FAKE)
     monkeypatch.setattr(libvirt_common, "libvirt", FAKE)
     monkeypatch.setattr(mod, "connect", lambda module, uri, predicted: Conn(pool))
     yield pool_dir, pool, "http://127.0.0.1:%d/%s" % (httpd.server_address[1], name), checksum

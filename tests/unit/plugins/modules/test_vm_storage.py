@@ -1,0 +1,95 @@
+"""vm_storage's directories: made when missing, owner, group and mode repaired only where given,
+every entry checked before any change, check mode and diff truthful. (Its pools and volumes are
+libvirt_pool's and libvirt_volume's code, tested there and by the Molecule drift tests.)"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from ansible_collections.kvmlab.hypervisor.plugins.modules import vm_storage as mod
+
+
+class Failed(Exception):
+    pass
+
+
+class Module:
+    def __init__(self, check_mode=False, **params):
+        self.params = {"directories": [], "pools": [], "volumes": [], "uri": "x"}
+        self.params.update(params)
+        self.check_mode = check_mode
+
+    def fail_json(self, **kw):
+        raise Failed(kw["msg"])
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+ME = str(os.getuid())
+
+
+def test_a_missing_directory_is_made_with_its_parents_and_mode(tmp_path):
+    target = tmp_path / "a b & ü" / "tpm"
+    result = mod.core(Module(directories=[{"path": str(target), "owner": ME, "mode": "0750"}]))
+    assert result["changed"] and result["directories"] == [str(target)]
+    assert mode(target) == 0o750 and mode(target.parent) == 0o755
+    assert result["diff"]["before"] == {"directory %s" % target: {"exists": False}}
+    assert result["diff"]["after"]["directory %s" % target]["mode"] == "0750"
+    again = mod.core(Module(directories=[{"path": str(target), "owner": ME, "mode": "0750"}]))
+    assert again["changed"] is False and again["diff"] == {"before": {}, "after": {}}
+
+
+@pytest.mark.parametrize("given", ["0750", "750", 0o750])
+def test_a_drifted_mode_is_repaired_in_any_of_the_spellings(tmp_path, given):
+    (tmp_path / "iso").mkdir(mode=0o777)
+    os.chmod(tmp_path / "iso", 0o777)
+    result = mod.core(Module(directories=[{"path": str(tmp_path / "iso"), "mode": given}]))
+    assert result["changed"] and mode(tmp_path / "iso") == 0o750
+    key = "directory %s" % (tmp_path / "iso")
+    assert (result["diff"]["before"][key]["mode"], result["diff"]["after"][key]["mode"]) == ("0777", "0750")
+
+
+def test_fields_left_out_are_never_changed_on_an_existing_directory(tmp_path):
+    (tmp_path / "share").mkdir()
+    os.chmod(tmp_path / "share", 0o711)
+    result = mod.core(Module(directories=[{"path": str(tmp_path / "share")}]))
+    assert result["changed"] is False and mode(tmp_path / "share") == 0o711
+
+
+def test_check_mode_reports_and_changes_nothing(tmp_path):
+    (tmp_path / "iso").mkdir()
+    os.chmod(tmp_path / "iso", 0o700)
+    specs = [{"path": str(tmp_path / "new")}, {"path": str(tmp_path / "iso"), "mode": "0755"}]
+    result = mod.core(Module(check_mode=True, directories=specs))
+    assert result["changed"] and result["directories"] == [str(tmp_path / "new"), str(tmp_path / "iso")]
+    assert not (tmp_path / "new").exists() and mode(tmp_path / "iso") == 0o700
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"path": "share"}, r"directories\[share\]: the path is relative; give an absolute path."),
+    ({"path": "FILE"}, r"the path exists but is not a directory; move it away."),
+    ({"path": "/x", "owner": "no-such-user-kvmlab"}, r"directories\[/x\]\.owner: there is no user 'no-such-user-kv"),
+    ({"path": "/x", "group": "no-such-group-kvmlab"}, r"\.group: there is no group 'no-such-group-kvmlab'"),
+    ({"path": "/x", "mode": "u+rwx"}, r"\.mode: 'u\+rwx' is not an octal mode; quote it as four digits"),
+    ({"path": "/x", "mode": "0750\n"}, r"\.mode: '0750\\n' is not an octal mode"),
+    ({"path": "/x", "mode": 0o17777}, r"\.mode: 8191 is above 07777"),
+    ({"path": "/x", "mode": True}, r"\.mode: True is not an octal mode"),
+])
+def test_a_spec_no_directory_can_meet_stops_before_any_change(tmp_path, spec, message):
+    (tmp_path / "file").write_text("data")
+    spec = dict(spec, path=str(tmp_path / "file") if spec["path"] == "FILE" else spec["path"])
+    first = tmp_path / "first"
+    with pytest.raises(Failed, match=message):
+        mod.core(Module(directories=[{"path": str(first), "mode": "0700"}, spec]))
+    assert not first.exists()
+
+
+def test_one_directory_listed_twice_must_agree(tmp_path):
+    path = str(tmp_path / "d")
+    assert mod.core(Module(directories=[{"path": path + "/", "mode": "0755"}, {"path": path}]))["changed"]
+    with pytest.raises(Failed, match=r"listed twice with different owner, group or mode; keep one entry"):
+        mod.core(Module(directories=[{"path": path, "mode": "0755"}, {"path": path + "/.", "mode": "0700"}]))
