@@ -16,6 +16,13 @@ from __future__ import annotations
 
 FIELDS = {
     "name": {"type": "str", "elements": None, "default": None, "choices": None, "required": True},
+    "profile": {
+        "type": "str",
+        "elements": None,
+        "default": "none",
+        "choices": ("none", "windows11"),
+        "required": False,
+    },
     "memory": {"type": "str", "elements": None, "default": "2G", "choices": None, "required": False},
     "vcpus": {"type": "int", "elements": None, "default": 2, "choices": None, "required": False},
     "machine": {"type": "str", "elements": None, "default": "q35", "choices": None, "required": False},

@@ -38,6 +38,16 @@ def _choices(table: dict) -> dict:
 
 
 DEFAULTS = _defaults(FIELDS)
+
+# The profiles of field `profile`: defaults taken before the collection's own, under the spec's
+# (documented with the field in roles/guest/meta/argument_specs.yml, which a unit test compares).
+# windows11: Microsoft's Windows 11 requirements (UEFI, Secure Boot, TPM 2.0, 4 GB, 2 cores) and
+# the Hyper-V enlightenments (field windows).
+PROFILES = {
+    "none": {},
+    "windows11": {"firmware": "uefi", "secure_boot": True, "enrolled_keys": True, "tpm": "emulator",
+                  "windows": True, "memory": "4G", "vcpus": 2},
+}
 DISK_DEFAULTS = _defaults(SUBFIELDS["disks"])
 INTERFACE_DEFAULTS = _defaults(SUBFIELDS["interfaces"])
 FILESYSTEM_DEFAULTS = _defaults(SUBFIELDS["filesystems"])
@@ -374,6 +384,8 @@ def normalize(spec, var: str = "guest_spec") -> tuple[dict, list[str]]:
                           % (var, key))
             spec = dict(spec, **{key: None})
     g = dict(DEFAULTS)
+    profile = spec.get("profile")
+    g.update(PROFILES.get(profile, {}) if isinstance(profile, str) else {})  # not one: CHOICES says so below
     g.update({k: v for k, v in spec.items() if v is not None and k in DEFAULTS})
     _typed(g, DEFAULTS, errors, var)
     name = g["name"]

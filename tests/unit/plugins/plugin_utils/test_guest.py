@@ -3,6 +3,7 @@ VM roles' specs against libvirt's real dumpxml of the same guests."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.topology import 
 from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.guest import (
     DEFAULTS,
     DISK_DEFAULTS,
+    PROFILES,
     guest_mac,
     normalize,
 )
@@ -343,3 +345,52 @@ def test_hostile_source_strings_pass_verbatim():
     for source in ({"url": url, "checksum": SUM}, {"path": path, "checksum": SUM}):
         g, errors = normalize({"name": "a", "disks": [{"name": "a.qcow2", "size": "1G", "source": source}]})
         assert errors == [] and g["disks"][0]["volume"]["source"] == source
+
+
+def test_the_windows11_profile_is_documented_as_it_is_applied():
+    """Every value the profile sets is named in the field's description, and no other."""
+    specs = yaml.safe_load((ROOT / "roles/guest/meta/argument_specs.yml").read_text())
+    field = specs["argument_specs"]["main"]["options"]["kvmlab_guests"]["options"]["profile"]
+    assert field["choices"] == list(PROFILES)
+    text = " ".join(field["description"])
+    documented = {}
+    for key, value in re.findall(r"C\((\w+)=([^)]+)\)", text):
+        documented[key] = yaml.safe_load(value)
+    assert documented == PROFILES["windows11"]
+
+
+def test_a_windows11_guest_gets_the_profile_and_keeps_what_its_spec_says():
+    g, errors = normalize({"name": "w", "profile": "windows11", "memory": "8G",
+                           "disks": [{"name": "w.qcow2", "size": "64G"}]})
+    assert errors == []
+    assert (g["firmware"], g["secure_boot"], g["enrolled_keys"], g["tpm"], g["windows"], g["vcpus"]) == (
+        "uefi", True, True, "emulator", True, 2)
+    assert g["memory"] == "8G"  # the spec wins
+    root = ET.fromstring(render({"name": "w", "profile": "windows11", "disks": [{"name": "w.qcow2", "size": "64G"}]}))
+    assert root.find("os").get("firmware") == "efi"
+    assert {f.get("name"): f.get("enabled") for f in root.findall("os/firmware/feature")} == {
+        "secure-boot": "yes", "enrolled-keys": "yes"}
+    assert root.find("features/smm").get("state") == "on"
+    assert root.find("features/hyperv/synic") is not None
+    assert root.find("clock").get("offset") == "localtime"
+    assert (root.find("devices/tpm/backend").get("type"), root.find("devices/tpm/backend").get("version")) == (
+        "emulator", "2.0")
+    assert root.find("devices/interface/mac") is not None  # from its name, as for any guest
+
+
+def test_an_override_can_set_or_drop_the_profile():
+    spec = {"name": "w", "disks": [{"name": "w.qcow2", "size": "64G"}]}
+    guests, errors = resolve([spec], {"overrides": {"w": {"profile": "windows11", "tpm": "none"}}, "pools": POOLS})
+    assert errors == [] and guests[0]["secure_boot"] is True and guests[0]["tpm"] == "none"
+    dropped = {"overrides": {"w": {"profile": "none"}}, "pools": POOLS}
+    guests, errors = resolve([dict(spec, profile="windows11")], dropped)
+    assert errors == [] and guests[0]["secure_boot"] is False and guests[0]["windows"] is False
+
+
+@pytest.mark.parametrize(("profile", "message"), [
+    ("windows10", "guest_spec.profile: 'windows10' is not one of none, windows11."),
+    ("", "guest_spec.profile: '' is not one of none, windows11."),
+    (["windows11"], "guest_spec.profile: must be a string, got ['windows11']."),
+])
+def test_an_unknown_profile_is_named_with_the_choices(profile, message):
+    assert message in normalize({"name": "w", "profile": profile})[1]
