@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import libvirt
@@ -25,6 +25,15 @@ LIFECYCLE_OPTIONS = {
     "autostart": {"type": "bool", "default": True},
 }
 URI_OPTION = {"uri": {"type": "str", "default": "qemu:///system"}}
+
+
+def run_module(core, argument_spec: dict, prepare=None) -> None:
+    """The main() of a module that talks to libvirt: its options and `uri`, check mode, then
+    exit_json(**core(module)); `prepare(module)` runs first (such as masking secrets)."""
+    module = AnsibleModule(argument_spec={**argument_spec, **URI_OPTION}, supports_check_mode=True)
+    if prepare is not None:
+        prepare(module)
+    module.exit_json(**core(module))
 
 
 # Where a host has libvirt's daemons once their packages are installed (monolithic libvirtd, or

@@ -35,6 +35,13 @@ VOLUME_OPTIONS = {
         },
     },
 }
+VOLUMES_ARGUMENT = {"type": "list", "elements": "dict", "default": [], "options": VOLUME_OPTIONS}
+
+
+def mask_sources(module) -> None:
+    """A source URL's user and password: masked in everything the module returns."""
+    for spec in module.params["volumes"]:
+        module.no_log_values.update(image.secrets(spec.get("source")))
 
 
 def volume_xml(spec: dict, capacity: int) -> str:

@@ -116,9 +116,8 @@ paths:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import directories as dirs
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import image
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volumes
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import URI_OPTION, connect
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, run_module
 
 
 def empty_result() -> dict:
@@ -148,18 +147,11 @@ def core(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "directories": {"type": "list", "elements": "path", "default": [],
-                            "removed_in_version": "1.0.0", "removed_from_collection": "kvmlab.hypervisor"},
-            "volumes": {"type": "list", "elements": "dict", "default": [], "options": volumes.VOLUME_OPTIONS},
-            **URI_OPTION,
-        },
-        supports_check_mode=True,
-    )
-    for spec in module.params["volumes"]:  # a URL's credentials: masked in everything returned
-        module.no_log_values.update(image.secrets(spec.get("source")))
-    module.exit_json(**core(module))
+    run_module(core, {
+        "directories": {"type": "list", "elements": "path", "default": [],
+                        "removed_in_version": "1.0.0", "removed_from_collection": "kvmlab.hypervisor"},
+        "volumes": volumes.VOLUMES_ARGUMENT,
+    }, prepare=volumes.mask_sources)
 
 
 if __name__ == "__main__":

@@ -72,34 +72,24 @@ pools:
   returned: always
   type: dict
   sample: {iso: [define, start, autostart_on], vm: []}
-actions:
-  description: What was done (or would be done in check mode) per pool/volume.
+volumes:
+  description:
+    - For the volumes, what M(kvmlab.hypervisor.libvirt_volume) returns for them -
+      RV(kvmlab.hypervisor.libvirt_volume#module:actions),
+      RV(kvmlab.hypervisor.libvirt_volume#module:paths),
+      RV(kvmlab.hypervisor.libvirt_volume#module:sources) and
+      RV(kvmlab.hypervisor.libvirt_volume#module:removed_partial).
   returned: always
   type: dict
-  sample: {vm/win11.qcow2: create, vm/arch.qcow2: create_from_source}
-sources:
-  description: Per volume made from its source - the URL or path, the checksum verified and the compression.
-  returned: always
-  type: dict
-  sample: {vm/arch.qcow2: {source: /mnt/vm/iso/arch.qcow2, checksum: "sha256:0123...", compression: none}}
-removed_partial:
-  description: The temporary files of killed runs removed (or that would be, in check mode), per volume.
-  returned: always
-  type: dict
-  sample: {vm/arch.qcow2: [/mnt/vm/.arch.qcow2.k3j_x9aq.download.part]}
-paths:
-  description: The path of each listed volume that exists (or would, in check mode).
-  returned: always
-  type: dict
-  sample: {vm/win11.qcow2: /mnt/vm/win11.qcow2}
+  sample: {actions: {vm/win11.qcow2: create}, paths: {vm/win11.qcow2: /mnt/vm/win11.qcow2}, sources: {},
+           removed_partial: {}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import directories as dirs
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils import image
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import pool as pools
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as volumes
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import URI_OPTION, connect
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, run_module
 
 
 def keyed(prefix: str, section: dict) -> dict:
@@ -119,7 +109,6 @@ def core(module: AnsibleModule) -> dict:
         conn = connect(module, params["uri"], "would converge the storage pools and volumes")
     before, after = dirs.diff(made)
     result = {"changed": bool(made), "directories": [path for path, _current, _want in made], "pools": {},
-              "actions": {}, "paths": {}, "sources": {}, "removed_partial": {},
               "diff": {"before": keyed("directory", before), "after": keyed("directory", after)}}
     if not module.check_mode:
         try:
@@ -138,8 +127,7 @@ def core(module: AnsibleModule) -> dict:
     done = {"changed": False, "actions": {}, "paths": {}, "sources": {}, "removed_partial": {},
             "diff": {"before": {}, "after": {}}}
     volumes.converge(module, plans, done)
-    for key in ("actions", "paths", "sources", "removed_partial"):
-        result[key] = done[key]
+    result["volumes"] = {key: done[key] for key in ("actions", "paths", "sources", "removed_partial")}
     result["changed"] |= done["changed"]
     for side in ("before", "after"):
         result["diff"][side].update(keyed("volume", done["diff"][side]))
@@ -147,18 +135,11 @@ def core(module: AnsibleModule) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "directories": {"type": "list", "elements": "dict", "default": [], "options": dirs.DIRECTORY_OPTIONS},
-            "pools": {"type": "list", "elements": "dict", "default": [], "options": pools.POOL_OPTIONS},
-            "volumes": {"type": "list", "elements": "dict", "default": [], "options": volumes.VOLUME_OPTIONS},
-            **URI_OPTION,
-        },
-        supports_check_mode=True,
-    )
-    for spec in module.params["volumes"]:  # a URL's credentials: masked in everything returned
-        module.no_log_values.update(image.secrets(spec.get("source")))
-    module.exit_json(**core(module))
+    run_module(core, {
+        "directories": {"type": "list", "elements": "dict", "default": [], "options": dirs.DIRECTORY_OPTIONS},
+        "pools": {"type": "list", "elements": "dict", "default": [], "options": pools.POOL_OPTIONS},
+        "volumes": volumes.VOLUMES_ARGUMENT,
+    }, prepare=volumes.mask_sources)
 
 
 if __name__ == "__main__":
