@@ -41,7 +41,7 @@ def _mode(label: str, mode) -> int | None:
     return value
 
 
-def _id(label: str, field: str, name: str | None, lookup) -> int | None:
+def _id(label: str, field: str, name: str | None, lookup, check_mode: bool):
     if name is None:
         return None
     if name.isdigit():
@@ -49,6 +49,8 @@ def _id(label: str, field: str, name: str | None, lookup) -> int | None:
     try:
         return lookup(name)
     except KeyError:
+        if check_mode:  # a fresh host: the package that makes the user (swtpm's tss) is only predicted
+            return name
         raise DirectoryError("%s.%s: there is no %s %r on this host; create it first or name another."
                              % (label, field, "user" if field == "owner" else "group", name)) from None
 
@@ -61,6 +63,8 @@ def _state(path: str) -> dict:
 def _show(state: dict) -> dict:
     """A state as a diff shows it: names where the host has them, the mode in octal."""
     def name(lookup, number):
+        if isinstance(number, str):  # a user or group check mode expects a package to make
+            return number
         try:
             return lookup(number)
         except KeyError:
@@ -70,9 +74,10 @@ def _show(state: dict) -> dict:
             "mode": "%04o" % state["mode"]}
 
 
-def plan(specs: list) -> list:
+def plan(specs: list, check_mode: bool = False) -> list:
     """[(path, current state or None, wanted {owner, group, mode} of the given fields)] for the
-    directories that need a change. Raises DirectoryError before any change."""
+    directories that need a change. Raises DirectoryError before any change. In check mode an
+    unknown user or group is planned by its name (the run would install what makes it)."""
     plans, seen = [], {}
     for spec in specs:
         path = spec["path"]
@@ -80,8 +85,8 @@ def plan(specs: list) -> list:
         if not os.path.isabs(path):
             raise DirectoryError("%s: the path is relative; give an absolute path." % label)
         norm = os.path.normpath(path)
-        want = {"owner": _id(label, "owner", spec.get("owner"), lambda n: pwd.getpwnam(n).pw_uid),
-                "group": _id(label, "group", spec.get("group"), lambda n: grp.getgrnam(n).gr_gid),
+        want = {"owner": _id(label, "owner", spec.get("owner"), lambda n: pwd.getpwnam(n).pw_uid, check_mode),
+                "group": _id(label, "group", spec.get("group"), lambda n: grp.getgrnam(n).gr_gid, check_mode),
                 "mode": _mode(label, spec.get("mode"))}
         want = {key: value for key, value in want.items() if value is not None}
         if norm in seen:

@@ -99,7 +99,7 @@ def keyed(prefix: str, section: dict) -> dict:
 def core(module: AnsibleModule) -> dict:
     params = module.params
     try:
-        made = dirs.plan(params["directories"])
+        made = dirs.plan(params["directories"], module.check_mode)
     except dirs.DirectoryError as exc:
         module.fail_json(msg=str(exc))
     pools.check(module, params["pools"])

@@ -93,3 +93,15 @@ def test_one_directory_listed_twice_must_agree(tmp_path):
     assert mod.core(Module(directories=[{"path": path + "/", "mode": "0755"}, {"path": path}]))["changed"]
     with pytest.raises(Failed, match=r"listed twice with different owner, group or mode; keep one entry"):
         mod.core(Module(directories=[{"path": path, "mode": "0755"}, {"path": path + "/.", "mode": "0700"}]))
+
+
+def test_check_mode_plans_a_user_a_package_would_make(tmp_path):
+    """A fresh host in check mode: swtpm (which makes tss) is only predicted, so an unknown owner is
+    planned by its name; a real run still refuses it before any change."""
+    spec = [{"path": str(tmp_path / "tpm"), "owner": "no-such-user-kvmlab", "group": "no-such-group-kvmlab"}]
+    result = mod.core(Module(check_mode=True, directories=spec))
+    assert result["changed"] and not (tmp_path / "tpm").exists()
+    after = result["diff"]["after"]["directory %s" % (tmp_path / "tpm")]
+    assert (after["owner"], after["group"]) == ("no-such-user-kvmlab", "no-such-group-kvmlab")
+    with pytest.raises(Failed, match="there is no user 'no-such-user-kvmlab'"):
+        mod.core(Module(directories=spec))
