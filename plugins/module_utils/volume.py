@@ -38,6 +38,12 @@ VOLUME_OPTIONS = {
 VOLUMES_ARGUMENT = {"type": "list", "elements": "dict", "default": [], "options": VOLUME_OPTIONS}
 
 
+def empty_result() -> dict:
+    """What converge() fills in: changed, and per volume its actions, paths, sources, removed_partial, diff."""
+    return {"changed": False, "actions": {}, "paths": {}, "sources": {}, "removed_partial": {},
+            "diff": {"before": {}, "after": {}}}
+
+
 def mask_sources(module) -> None:
     """A source URL's user and password: masked in everything the module returns."""
     for spec in module.params["volumes"]:

@@ -120,13 +120,8 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils import volume as
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, run_module
 
 
-def empty_result() -> dict:
-    return {"changed": False, "actions": {}, "paths": {}, "sources": {}, "removed_partial": {}, "directories": [],
-            "diff": {"before": {}, "after": {}}}
-
-
 def core(module: AnsibleModule) -> dict:
-    result = empty_result()
+    result = dict(volumes.empty_result(), directories=[])
     try:  # the deprecated directories: missing ones made (root, 0755), existing ones untouched
         made = dirs.plan([{"path": path} for path in module.params["directories"]])
     except dirs.DirectoryError as exc:

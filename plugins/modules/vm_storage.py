@@ -124,8 +124,7 @@ def core(module: AnsibleModule) -> dict:
     # Planned after the pools, so a pool defined just now holds its volumes; in check mode a pool
     # that would be defined first stands in (libvirt_volume's prediction).
     plans = volumes.plan_all(module, conn, params["volumes"])
-    done = {"changed": False, "actions": {}, "paths": {}, "sources": {}, "removed_partial": {},
-            "diff": {"before": {}, "after": {}}}
+    done = volumes.empty_result()
     volumes.converge(module, plans, done)
     result["volumes"] = {key: done[key] for key in ("actions", "paths", "sources", "removed_partial")}
     result["changed"] |= done["changed"]
