@@ -11,6 +11,8 @@ author: kvmlab developers (@kvmlab)
 description:
   - Checks libvirt storage pools (unique names, absolute paths, no two pools on one directory)
     and volumes (known pool, file name, size, absolute backing file).
+  - With O(subvolume), also the btrfs subvolume of the VM storage (its name, mount point and mount
+    options, as M(kvmlab.hypervisor.vm_storage) takes them), named after the storage role's variables.
   - Returns one message per mistake, each naming the inventory field; an empty list means the
     spec is sound. The storage role fails on a non-empty list before changing anything.
 options:
@@ -24,6 +26,9 @@ options:
     type: list
     elements: dict
     default: []
+  subvolume:
+    description: The subvolume, as M(kvmlab.hypervisor.vm_storage)'s O(kvmlab.hypervisor.vm_storage#module:subvolume).
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -40,11 +45,27 @@ _value:
   elements: str
 """
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.btrfs import BtrfsError, validate
 from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.storage_network_checks import pool_errors, volume_errors
 
+# The storage role's variables, for the subvolume's fields.
+ROLE_FIELDS = {"name": "kvmlab_storage_subvolume", "device": "kvmlab_storage_btrfs_device",
+               "mount_point": "kvmlab_storage_mount_point", "mount_options": "kvmlab_storage_mount_options",
+               "nodatacow": "kvmlab_storage_nodatacow"}
 
-def storage_errors(pools, volumes=None):
-    errors = pool_errors(pools)
+
+def subvolume_errors(subvolume) -> list[str]:
+    if not subvolume:
+        return []
+    try:
+        validate(subvolume, ROLE_FIELDS)
+    except BtrfsError as exc:
+        return [str(exc)]
+    return []
+
+
+def storage_errors(pools, volumes=None, subvolume=None):
+    errors = subvolume_errors(subvolume) + pool_errors(pools)
     if not isinstance(pools, list) or not all(isinstance(p, dict) for p in pools):
         return errors  # volumes name pools: check them against a list of pools
     return errors + volume_errors(volumes or [], pools)

@@ -55,62 +55,21 @@ mounted_at:
   sample: [/mnt/vm]
 """
 
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-
-BTRFS_FIRST_FREE_OBJECTID = 256  # inode number of every subvolume's root directory
-
-
-def mounted_at(device: str, name: str, mountinfo: str) -> list[str]:
-    """Mount points of subvolume `name` of the filesystem on `device`, from /proc/self/mountinfo."""
-    real = os.path.realpath(device)
-    found = []
-    for line in mountinfo.splitlines():
-        left, _sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 2 or tail[0] != "btrfs":
-            continue
-        if os.path.realpath(tail[1]) == real and fields[3] == "/" + name:
-            found.append(fields[4].replace("\\040", " "))
-    return found
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import btrfs
 
 
 def core(module: AnsibleModule) -> dict:
     device, name = module.params["device"], module.params["name"]
     if "/" in name or name in ("", ".", ".."):
         module.fail_json(msg="name: %r must be a single subvolume name such as @vm" % name)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        mounts = mounted_at(device, name, f.read())
-    result = {"changed": False, "mounted_at": mounts, "diff": {"before": {"exists": True}, "after": {"exists": True}}}
-    if mounts:
-        return result
-    top = tempfile.mkdtemp(prefix="kvmlab-btrfs-")
-    opts = "subvolid=5" + (",ro" if module.check_mode else "")
-    rc, _out, err = module.run_command(["mount", "-t", "btrfs", "-o", opts, device, top])
-    if rc != 0:
-        os.rmdir(top)
-        module.fail_json(msg="cannot mount the top level of %s: %s" % (device, err.strip()))
+    entries = btrfs.read_mounts()
     try:
-        path = os.path.join(top, name)
-        if os.path.lexists(path):
-            if os.lstat(path).st_ino != BTRFS_FIRST_FREE_OBJECTID:
-                kind = "directory" if os.path.isdir(path) else "file"
-                module.fail_json(msg="%s holds a %s named %s, not a subvolume; move it away or choose another "
-                                 "kvmlab_storage_subvolume" % (device, kind, name))
-            return result
-        result.update(changed=True, diff={"before": {"exists": False}, "after": {"exists": True}})
-        if not module.check_mode:
-            # Looked up only here: check mode on a host without btrfs-progs yet still answers.
-            btrfs = module.get_bin_path("btrfs", required=True)
-            rc, _out, err = module.run_command([btrfs, "subvolume", "create", path])
-            if rc != 0:
-                module.fail_json(msg="btrfs subvolume create %s failed: %s" % (name, err.strip()))
-    finally:
-        module.run_command(["umount", top])
-        os.rmdir(top)
-    return result
+        created = btrfs.ensure_subvolume(module, device, name, entries)
+    except btrfs.BtrfsError as exc:
+        module.fail_json(msg=str(exc))
+    return {"changed": created, "mounted_at": btrfs.mounted_at(device, name, entries),
+            "diff": {"before": {"exists": not created}, "after": {"exists": True}}}
 
 
 def main() -> None:

@@ -48,34 +48,10 @@ cow_files:
   sample: [/mnt/vm/old.qcow2]
 """
 
-import errno
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.fsflags import FS_NOCOW_FL, get_flags, set_flags
-
-
-def cow_files(top: str) -> list[str]:
-    found = []
-    dev = os.stat(top).st_dev
-    for root, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == dev]
-        for name in files:
-            path = os.path.join(root, name)
-            if os.path.islink(path) or not os.path.isfile(path):
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            except OSError:
-                continue
-            try:
-                if not get_flags(fd) & FS_NOCOW_FL:
-                    found.append(path)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-    return sorted(found)
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import btrfs
 
 
 def core(module: AnsibleModule) -> dict:
@@ -85,30 +61,14 @@ def core(module: AnsibleModule) -> dict:
             return {"changed": True, "cow_files": [], "msg": "%s does not exist yet; would set C on it" % path,
                     "diff": {"before": {"nodatacow": False}, "after": {"nodatacow": True}}}
         module.fail_json(msg="%s is not a directory" % path)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            flags = get_flags(fd)
-        except OSError as exc:
-            if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL):
-                module.fail_json(msg="%s is on a filesystem without file attributes (nodatacow needs btrfs); set "
-                                 "kvmlab_storage_nodatacow: false for a plain directory" % path)
-            raise
-        has = bool(flags & FS_NOCOW_FL)
-        if not has and not module.check_mode:
-            set_flags(fd, flags | FS_NOCOW_FL)
-            if not get_flags(fd) & FS_NOCOW_FL:
-                module.fail_json(msg="%s did not keep the C attribute: its filesystem ignores nodatacow (btrfs "
-                                 "honours it); set kvmlab_storage_nodatacow: false for a plain directory" % path)
-    finally:
-        os.close(fd)
-    cow = cow_files(path)
-    if cow:
-        module.warn("%d file(s) under %s still use copy-on-write and stay so: %s%s. To convert one, stop its guest, "
-                    "copy it (cp --reflink=never) to a new name in the directory and move it back."
-                    % (len(cow), path, ", ".join(cow[:10]), " ..." if len(cow) > 10 else ""))
-    return {"changed": not has, "cow_files": cow,
-            "diff": {"before": {"nodatacow": has}, "after": {"nodatacow": True}}}
+        missing = btrfs.ensure_nodatacow(path, module.check_mode)
+    except btrfs.BtrfsError as exc:
+        module.fail_json(msg=str(exc))
+    cow = btrfs.cow_files(path)
+    btrfs.warn_cow(module, path, cow)
+    return {"changed": missing, "cow_files": cow,
+            "diff": {"before": {"nodatacow": not missing}, "after": {"nodatacow": True}}}
 
 
 def main() -> None:

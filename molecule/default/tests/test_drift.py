@@ -31,7 +31,10 @@ CASES = {
     "subvolume unmounted": Drift(
         "for g in win11 arch kali; do " + V + "destroy $g; done; "
         "systemctl stop kvmlab-swtpm-win11.socket kvmlab-swtpm-win11.service && umount /mnt/vm",
-        "! findmnt /mnt/vm", "Mount the subvolume through fstab", guests=True),
+        "! findmnt /mnt/vm", "mount /mnt/vm", guests=True),
+    # vm_storage's fstab line for it, deleted while the subvolume stays mounted: written back, remounted.
+    "fstab line deleted": Drift("sed -i '\\# /mnt/vm #d' /etc/fstab", "! grep -q ' /mnt/vm ' /etc/fstab",
+                                "fstab /mnt/vm"),
     "guest stopped": Drift(V + "destroy kali", V + "domstate kali | grep -q 'shut off'", "+state: running",
                            guests=True),
     "guest memory changed": Drift(
@@ -83,7 +86,8 @@ CASES = {
 BATCHES = [
     ("nodatacow removed", "tpm directory mode widened", "pool stopped", "pool autostart off", "pool undefined",
      "reservation deleted", "forwarding off"),
-    ("tpm directory owner changed", "pool path changed", "network autostart off", "dhcp range changed"),
+    ("tpm directory owner changed", "pool path changed", "network autostart off", "dhcp range changed",
+     "fstab line deleted"),
     ("network stopped",),
     *((case,) for case, drift in CASES.items() if drift.guests),
 ]

@@ -25,12 +25,14 @@ def test_existing_cow_images_are_reported_never_rewritten(host, site):
         host.run("rm -f " + image)
 
 
-def test_root_filesystem_that_is_not_btrfs_is_refused(site):
+def test_root_filesystem_that_is_not_btrfs_is_refused(host, site):
     # The container's / is overlayfs: with no device given, the role looks there.
+    fstab = host.check_output("cat /etc/fstab")
     run = site("-e", "kvmlab_storage_btrfs_device=")
     assert run.rc != 0, run
-    assert "The filesystem of / on kvmlab-molecule-default is overlay, not btrfs" in run.stderr, run
+    assert "kvmlab-molecule-default: The filesystem of / is overlay, not btrfs" in run.stderr, run
     assert "kvmlab_storage_btrfs_enabled: false" in run.stderr, run
+    assert host.check_output("cat /etc/fstab") == fstab, "nothing written"
     assert run.changed == 0, run
 
 

@@ -17,12 +17,15 @@ class Failed(Exception):
 
 class Module:
     def __init__(self, check_mode=False, **params):
-        self.params = {"directories": [], "pools": [], "volumes": [], "uri": "x"}
+        self.params = {"subvolume": None, "directories": [], "pools": [], "volumes": [], "uri": "x"}
         self.params.update(params)
         self.check_mode = check_mode
 
     def fail_json(self, **kw):
         raise Failed(kw["msg"])
+
+    def run_command(self, argv):
+        raise AssertionError("no command expected: %s" % argv)
 
 
 def mode(path) -> int:
@@ -105,3 +108,16 @@ def test_check_mode_plans_a_user_a_package_would_make(tmp_path):
     assert (after["owner"], after["group"]) == ("no-such-user-kvmlab", "no-such-group-kvmlab")
     with pytest.raises(Failed, match="there is no user 'no-such-user-kvmlab'"):
         mod.core(Module(directories=spec))
+
+
+def test_a_subvolume_refused_leaves_the_directories_unmade(tmp_path, monkeypatch):
+    monkeypatch.setattr(mod.btrfs, "find_filesystem",
+                        lambda run, device: {"fstype": "ext4", "uuid": "u", "source": device})
+    subvolume = {"name": "@vm", "device": "/dev/vdb", "mount_point": str(tmp_path / "vm"), "mount_options": [],
+                 "nodatacow": True}
+    with pytest.raises(Failed, match=r"^/dev/vdb is ext4, not btrfs"):
+        mod.core(Module(subvolume=subvolume, directories=[{"path": str(tmp_path / "vm" / "iso")}]))
+    assert not (tmp_path / "vm").exists()
+    subvolume["mount_options"] = ["noatime,ro"]  # checked before the filesystem is even looked at
+    with pytest.raises(Failed, match=r"^subvolume\.mount_options: 'noatime,ro'"):
+        mod.core(Module(subvolume=subvolume))
