@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import write_file
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.fsflags import FS_NOCOW_FL, get_flags, set_flags
 
 # The suboptions of vm_storage's `subvolume` (documented in the kvmlab.hypervisor.storage fragment).
@@ -174,22 +175,6 @@ def plan_fstab(text: str, point: str, want: str) -> tuple[str | None, str]:
     else:
         new = [want + "\n" if i == mine[0] else line for i, line in enumerate(lines) if i == mine[0] or i not in mine]
     return "".join(new), had
-
-
-def write_file(module, path: str, text: str) -> None:
-    """Replaces `path` atomically (a temporary file beside it, then a rename), keeping its mode."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".kvmlab-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644)
-        module.atomic_move(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def cow_files(top: str) -> list[str]:

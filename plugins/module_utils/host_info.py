@@ -9,7 +9,10 @@ trees; kvmlab.hypervisor.host_info only wires them to the real system.
 from __future__ import annotations
 
 import errno
+import grp
+import hashlib
 import os
+import pwd
 import re
 import stat
 
@@ -121,6 +124,44 @@ def kernel_module_state(names: list[str], sys_module_dir: str, modules_dir: str)
         loaded = os.path.isdir(os.path.join(sys_module_dir, canonical))
         state[name] = {"loaded": loaded, "available": loaded or canonical in known}
     return state
+
+
+# A `key = value` line of a libvirt-style config file, commented out or not: the lines that
+# ansible.builtin.lineinfile's regexp '^\s*#?\s*<key>\s*=' finds (the host role's qemu.conf task).
+ASSIGNMENT = re.compile(r"^\s*#?\s*([A-Za-z_][A-Za-z0-9_]*)\s*=")
+FILE_READ_LIMIT = 1 << 20  # bytes read of a file for its lines and checksum
+
+
+def file_state(path: str) -> dict:
+    """A file as the host role compares it: whether it exists, owner, group, mode, the SHA-1 of its
+    content (what ansible.builtin.copy compares) and, per key, the last `key =` line, which
+    ansible.builtin.lineinfile would rewrite. A file over FILE_READ_LIMIT has `sha1` and `lines`
+    null (they then never match, so the role's tasks run and decide)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read(FILE_READ_LIMIT + 1)
+    except FileNotFoundError:
+        return {"exists": False, "owner": None, "group": None, "mode": None, "sha1": None, "lines": {}}
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    found = {"exists": True, "owner": owner, "group": group, "mode": "%04o" % stat.S_IMODE(st.st_mode),
+             "sha1": None, "lines": None}
+    if len(data) <= FILE_READ_LIMIT:
+        found["sha1"] = hashlib.sha1(data).hexdigest()
+        found["lines"] = {}
+        # Split on newlines only: a line ending in \r is not the line lineinfile would write.
+        for line in data.decode("utf-8", errors="replace").split("\n"):
+            match = ASSIGNMENT.match(line)
+            if match:
+                found["lines"][match.group(1)] = line
+    return found
 
 
 def parse_systemctl_show(text: str) -> dict:

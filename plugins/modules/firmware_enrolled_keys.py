@@ -90,6 +90,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import firmware
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import write_file
 
 TOOL_HINT = ("install virt-firmware (Arch: virt-firmware; Debian 13: python3-virt-firmware; Debian 12 and "
              "others: pip install virt-firmware)")
@@ -115,15 +116,6 @@ def build_template(module, tool: str, source: str, target: str) -> None:
 def read(path: str) -> str:
     with open(path, encoding="utf-8") as handle:
         return handle.read()
-
-
-def write(module, path: str, content: str) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kvmlab-fw-")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(content)
-    os.chmod(tmp, 0o644)
-    module.atomic_move(tmp, path)
 
 
 def main() -> None:
@@ -170,7 +162,7 @@ def main() -> None:
                 module.fail_json(msg="virt-fw-vars is needed to enrol Microsoft's keys for Secure Boot guests, "
                                  "because no firmware descriptor here offers them: " + TOOL_HINT + ".")
             build_template(module, tool, plan["source_template"], plan["template"])
-            write(module, plan["descriptor"], plan["content"])
+            write_file(module, plan["descriptor"], plan["content"], 0o644)
         for path in stale:
             os.unlink(path)
     result["state"] = "built" if state == "build" else state

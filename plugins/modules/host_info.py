@@ -43,6 +43,14 @@ options:
     type: list
     elements: str
     default: []
+  files:
+    description:
+      - Files whose owner, group, mode, content checksum (SHA-1, as M(ansible.builtin.copy) compares)
+        and C(key =) lines (as M(ansible.builtin.lineinfile) finds them) are reported, so that a role
+        skips the tasks that would change nothing without a remote call.
+    type: list
+    elements: path
+    default: []
   kvm_device:
     description: Path of the KVM device.
     type: path
@@ -125,6 +133,16 @@ users:
   type: dict
   sample: {alice: {exists: true, groups: [libvirt], home: /home/alice, uri_default: "qemu:///system",
                    config_problem: null}}
+files:
+  description:
+    - For each of O(files) - C(exists), C(owner), C(group), C(mode) (four octal digits), C(sha1)
+      of the content and C(lines), the last line for each key of the lines that read
+      C([#]key = value) (commented out or not).
+    - A file over 1 MiB has C(sha1) and C(lines) null.
+  returned: always
+  type: dict
+  sample: {/etc/libvirt/qemu.conf: {exists: true, owner: root, group: root, mode: "0600",
+           sha1: 0a4d55a8d778e5022fab701977c5d840bbc486d0, lines: {swtpm_user: 'swtpm_user = "tss"'}}}
 firmware_enrolled_keys:
   description:
     - Where q35 guests get UEFI Secure Boot with enrolled keys from - C(distribution) (a
@@ -228,6 +246,7 @@ def core(module: AnsibleModule) -> dict:
         "units": units,
         "users": users,
         "firmware_enrolled_keys": firmware.plan(firmware.descriptors())["state"],
+        "files": {path: host_info.file_state(path) for path in params["files"]},
     }
 
 
@@ -238,6 +257,7 @@ def main() -> None:
             "users": {"type": "list", "elements": "str", "default": []},
             "client_config": {"type": "bool", "default": False},
             "kernel_modules": {"type": "list", "elements": "str", "default": []},
+            "files": {"type": "list", "elements": "path", "default": []},
             "kvm_device": {"type": "path", "default": "/dev/kvm"},
         },
         supports_check_mode=True,

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: libvirt_network
-short_description: Converge libvirt networks and their static DHCP reservations, all in one call
+short_description: Converge libvirt networks, their static DHCP reservations and IP forwarding, all in one call
 version_added: 0.1.0
 description:
   - Makes each listed network defined, active and autostarted with the given bridge, forward mode,
@@ -18,6 +18,8 @@ description:
   - A change of bridge, forward mode, address or prefix needs a restart, which cuts running guests
     off. Without O(allow_restart) the persistent definition is updated (it applies at the next
     start of the network), a warning says so and RV(restart_required) lists the network.
+  - With O(ip_forward), IPv4 forwarding (C(net.ipv4.ip_forward = 1)), which NAT and routed networks
+    need, is kept on now and at boot, in O(ip_forward_file).
   - Parts of an existing definition the module does not own (uuid, bridge MAC, DNS entries, ...)
     are kept. When nothing differs it calls no write API.
   - Written because C(community.libvirt.virt_net) can add or modify DHCP hosts but not delete them,
@@ -78,13 +80,29 @@ options:
     description: Restart a running network to apply a bridge, forward, address or prefix change.
     type: bool
     default: false
+  ip_forward:
+    description:
+      - Keep C(net.ipv4.ip_forward) at C(1) - now, under C(/proc/sys), and at boot, as the last line
+        for it in O(ip_forward_file) (rewritten in place or appended; the file's other lines are kept).
+        libvirt turns it on when it starts a NAT network, but nothing turns it back on when something
+        else turns it off.
+      - C(false) leaves the setting alone; it never turns forwarding off.
+    type: bool
+    default: false
+  ip_forward_file:
+    description: The sysctl.d file that keeps O(ip_forward) at boot.
+    type: path
+    default: /etc/sysctl.d/90-kvmlab-forwarding.conf
 attributes:
   check_mode:
     support: full
     description: Reports what it would do and calls no write API.
   diff_mode:
     support: full
-    description: Shows the owned fields of each changed network (persistent and running) before and after.
+    description:
+      - Shows the owned fields of each changed network (persistent and running) before and after,
+        keyed by network name, and with O(ip_forward) the live and boot values of the setting, keyed
+        C(sysctl net.ipv4.ip_forward).
 """
 
 EXAMPLES = r"""
@@ -98,6 +116,7 @@ EXAMPLES = r"""
         dhcp: {start: 192.168.122.2, end: 192.168.122.254}
         hosts:
           - {name: win11, mac: "52:54:00:6e:3b:c9", ip: 192.168.122.136}
+    ip_forward: true
 """
 
 RETURN = r"""
@@ -106,6 +125,11 @@ actions:
   returned: always
   type: dict
   sample: {default: ["update live: add host <host mac='52:54:00:6e:3b:c9' ip='192.168.122.136'/>"]}
+ip_forward:
+  description: Whether O(ip_forward) changed the live value or the file (or would, in check mode).
+  returned: always
+  type: bool
+  sample: false
 restart_required:
   description: Networks whose running configuration differs in a way only a restart applies.
   returned: always
@@ -116,6 +140,7 @@ restart_required:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import network as netxml
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import sysctl
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import (
     LIFECYCLE_OPTIONS,
     URI_OPTION,
@@ -125,6 +150,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common i
 )
 
 OWNED = ("bridge", "forward", "address", "prefix", "hosts")
+FORWARDING = "net.ipv4.ip_forward"
 
 
 def differs(current: dict, want: dict) -> bool:
@@ -246,12 +272,24 @@ def converge_one(module, conn, spec: dict, result: dict) -> None:
 
 def core(module: AnsibleModule) -> dict:
     conn = connect(module, module.params["uri"], "would define the networks")
-    result = {"changed": False, "actions": {}, "restart_required": [], "diff": {"before": {}, "after": {}}}
+    result = {"changed": False, "actions": {}, "restart_required": [], "ip_forward": False,
+              "diff": {"before": {}, "after": {}}}
     for spec in module.params["networks"]:
         try:
             converge_one(module, conn, spec, result)
         except libvirt.libvirtError as exc:
             module.fail_json(msg="network %s: %s" % (spec["name"], exc), **result)
+    # After the networks: libvirt turns forwarding on itself when it starts a NAT network.
+    if module.params["ip_forward"]:
+        try:
+            done = sysctl.converge(module, FORWARDING, "1", module.params["ip_forward_file"])
+        except OSError as exc:
+            module.fail_json(msg="cannot keep %s = 1 (%s): %s" % (FORWARDING, module.params["ip_forward_file"], exc),
+                             **result)
+        if done["changed"]:
+            result.update(changed=True, ip_forward=True)
+            result["diff"]["before"]["sysctl " + FORWARDING] = done["before"]
+            result["diff"]["after"]["sysctl " + FORWARDING] = done["after"]
     return result
 
 
@@ -272,6 +310,8 @@ def main() -> None:
                 },
             },
             "allow_restart": {"type": "bool", "default": False},
+            "ip_forward": {"type": "bool", "default": False},
+            "ip_forward_file": {"type": "path", "default": "/etc/sysctl.d/90-kvmlab-forwarding.conf"},
             **URI_OPTION,
         },
         supports_check_mode=True,

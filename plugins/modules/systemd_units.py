@@ -82,9 +82,9 @@ started:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import write_file
 
 
 def read(path: str) -> str | None:
@@ -93,14 +93,6 @@ def read(path: str) -> str | None:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def write(module, path: str, content: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".kvmlab-unit-")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(content)
-    os.chmod(tmp, 0o644)
-    module.atomic_move(tmp, path)
 
 
 def unit_states(module, names: list[str]) -> dict:
@@ -154,7 +146,7 @@ def main() -> None:
         written.append(path)
         diff.append({"before_header": path, "before": before or "", "after_header": path, "after": unit["content"]})
         if not module.check_mode:
-            write(module, path, unit["content"])
+            write_file(module, path, unit["content"], 0o644)
     if written and not module.check_mode:
         systemctl(module, "daemon-reload")
     enabled, started = [], []

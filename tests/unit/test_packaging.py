@@ -95,3 +95,19 @@ def test_the_example_projects_requirements_name_the_tarball_of_galaxys_version()
     path = ROOT / "examples" / "workstation" / "requirements.yml"
     names = [c["name"] for c in yaml.safe_load(path.read_text())["collections"] if c.get("type") == "file"]
     assert [Path(n).name for n in names] == [tarball]
+
+
+def test_the_declared_collection_dependencies_are_the_ones_the_content_uses():
+    """Every collection the shipped roles, playbooks and plugins name (by FQCN) is in galaxy.yml's
+    dependencies, and every dependency is named somewhere: a user installing from Galaxy gets
+    what a run needs, and nothing it does not."""
+    used = set()
+    for path in [*ROOT.glob("roles/**/*.yml"), *ROOT.glob("playbooks/**/*.yml"), *ROOT.glob("plugins/**/*.py")]:
+        for match in re.finditer(r"(?<![\w.])((?:community|ansible)\.[a-z_]+)\.[a-z_]+", path.read_text()):
+            used.add(match.group(1))
+    python_packages = {"ansible.module_utils", "ansible.plugins", "ansible.errors", "ansible.utils", "ansible.parsing",
+                       "ansible.template", "ansible.inventory", "ansible.playbook", "ansible.release",
+                       "ansible.config", "ansible.constants", "ansible.vars", "ansible.executor", "ansible.cli",
+                       "ansible._internal"}
+    used -= python_packages | {"ansible.builtin"}
+    assert used == set(GALAXY["dependencies"]), (sorted(used), GALAXY["dependencies"])

@@ -98,6 +98,17 @@ CASES = {
     "relative pool path": (
         {"kvmlab_storage_pools": [*POOLS[:2], {"name": "default", "path": "var/lib/libvirt/images"}]},
         "kvmlab_storage_pools[default].path: 'var/lib/libvirt/images' is relative"),
+    # The btrfs subvolume's fields, which its fstab line and mount options hold.
+    "mount option with a comma": (
+        {"kvmlab_storage_mount_options": ["noatime,ro"]},
+        "kvmlab_storage_mount_options: 'noatime,ro' is not one mount option"),
+    "mount option naming another subvolume": (
+        {"kvmlab_storage_mount_options": ["subvol=@"]},
+        "kvmlab_storage_mount_options: 'subvol=@' would mount another subvolume"),
+    "subvolume name with a slash": (
+        {"kvmlab_storage_subvolume": "@vm/x"}, "kvmlab_storage_subvolume: '@vm/x' must be one subvolume name"),
+    "newline in the mount point": (
+        {"kvmlab_storage_mount_point": "/mnt/vm\nx"}, "kvmlab_storage_mount_point: '/mnt/vm\\nx' holds a control"),
     "pool path collision": (
         {"kvmlab_storage_pools": [*POOLS, {"name": "more", "path": "/mnt/vm/iso/"}]},
         "kvmlab_storage_pools[more].path: /mnt/vm/iso is already the path of pool 'iso'"),

@@ -35,6 +35,14 @@ CASES = {
     # vm_storage's fstab line for it, deleted while the subvolume stays mounted: written back, remounted.
     "fstab line deleted": Drift("sed -i '\\# /mnt/vm #d' /etc/fstab", "! grep -q ' /mnt/vm ' /etc/fstab",
                                 "fstab /mnt/vm"),
+    # The host role's qemu.conf key and udev rule, which it skips without a remote call when
+    # host_info read them as they would be written: a changed line or rule must not be skipped.
+    "qemu.conf key changed": Drift(
+        "sed -i 's/^swtpm_user = \"tss\"/swtpm_user = \"root\"/' /etc/libvirt/qemu.conf",
+        "grep -q '^swtpm_user = \"root\"' /etc/libvirt/qemu.conf", '+swtpm_user = "tss"'),
+    "udev rule changed": Drift("echo '# nothing' > /etc/udev/rules.d/65-kvmlab-kvm.rules",
+                               "! grep -q 'MODE=\"0660\"' /etc/udev/rules.d/65-kvmlab-kvm.rules",
+                               '+KERNEL=="kvm", GROUP="kvm", MODE="0660"'),
     "guest stopped": Drift(V + "destroy kali", V + "domstate kali | grep -q 'shut off'", "+state: running",
                            guests=True),
     "guest memory changed": Drift(
@@ -74,7 +82,7 @@ CASES = {
         V + "net-dumpxml default | grep -q \"start='192.168.122.100'\"",
         "-            dhcp_range: 192.168.122.100 - 192.168.122.200"),
     "forwarding off": Drift("sysctl -qw net.ipv4.ip_forward=0", "test $(sysctl -n net.ipv4.ip_forward) = 0",
-                            "Keep IP forwarding on"),
+                            "sysctl net.ipv4.ip_forward"),
 }
 
 
@@ -87,7 +95,7 @@ BATCHES = [
     ("nodatacow removed", "tpm directory mode widened", "pool stopped", "pool autostart off", "pool undefined",
      "reservation deleted", "forwarding off"),
     ("tpm directory owner changed", "pool path changed", "network autostart off", "dhcp range changed",
-     "fstab line deleted"),
+     "fstab line deleted", "qemu.conf key changed", "udev rule changed"),
     ("network stopped",),
     *((case,) for case, drift in CASES.items() if drift.guests),
 ]

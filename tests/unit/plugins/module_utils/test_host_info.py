@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -293,3 +294,24 @@ def test_a_uri_that_could_change_the_file_is_refused(tmp_path, uri):
     with pytest.raises(ValueError, match="not a plain libvirt URI"):
         host_info.set_client_uri(str(tmp_path), (UID, GID), uri, check=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_file_state_predicts_what_lineinfile_and_copy_would_compare(tmp_path):
+    conf = tmp_path / "qemu.conf"
+    conf.write_bytes(b'# swtpm_user = "swtpm"\n#user = "root"\nswtpm_user = "tss"\n  # swtpm_group = "x"\r\n'
+                     b'remember_owner=0\nnot a key\n\xff\n')
+    os.chmod(conf, 0o600)
+    state = host_info.file_state(str(conf))
+    assert state["exists"] and state["mode"] == "0600" and state["sha1"] == hashlib.sha1(conf.read_bytes()).hexdigest()
+    # The last line lineinfile's '^\s*#?\s*<key>\s*=' finds, as it is (a \r stays: lineinfile would rewrite it).
+    assert state["lines"] == {"swtpm_user": 'swtpm_user = "tss"', "user": '#user = "root"',
+                              "swtpm_group": '  # swtpm_group = "x"\r', "remember_owner": "remember_owner=0"}
+    assert host_info.file_state(str(tmp_path / "missing"))["exists"] is False
+
+
+def test_file_state_of_a_huge_file_never_matches(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_info, "FILE_READ_LIMIT", 16)
+    big = tmp_path / "big.conf"
+    big.write_text("swtpm_user = \"tss\"\n")
+    state = host_info.file_state(str(big))
+    assert state["exists"] and state["sha1"] is None and state["lines"] is None
