@@ -49,23 +49,26 @@ def not_installed_yet(uri: str) -> bool:
     return uri in LOCAL_URIS and not any(os.path.exists(path) for path in DAEMONS)
 
 
-def connect(module, uri: str, predicted: str):
+def connect(module, uri: str, predicted: str, partial: dict | None = None):
     """Open `uri` read-write, or end the module.
 
     On a fresh host in check mode libvirt (or its Python binding) is not installed yet, because
     the host role only predicted the install: then the module ends with changed=True and
-    `predicted` as its message instead of failing. Every other failure fails, in check mode too.
+    `predicted` as its message instead of failing, returning `partial` too (what it found before
+    it needed libvirt, such as its diff). Every other failure fails, in check mode too.
     """
     if libvirt is None:
         if module.check_mode:
-            module.exit_json(changed=True, msg="libvirt's Python binding is not installed yet; " + predicted)
+            module.exit_json(**dict(partial or {}, changed=True,
+                                    msg="libvirt's Python binding is not installed yet; " + predicted))
         module.fail_json(msg=missing_required_lib("libvirt-python (Debian: python3-libvirt, Arch: libvirt-python)"),
                          exception=LIBVIRT_IMPORT_ERROR)
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
         if module.check_mode and not_installed_yet(uri):
-            module.exit_json(changed=True, msg="libvirt is not installed at %s yet; %s" % (uri, predicted))
+            module.exit_json(**dict(partial or {}, changed=True,
+                                    msg="libvirt is not installed at %s yet; %s" % (uri, predicted)))
         module.fail_json(msg="cannot connect to libvirt at %s: %s" % (uri, exc))
     return None
 

@@ -271,25 +271,24 @@ def converge_one(module, conn, spec: dict, result: dict) -> None:
 
 
 def core(module: AnsibleModule) -> dict:
-    conn = connect(module, module.params["uri"], "would define the networks")
     result = {"changed": False, "actions": {}, "restart_required": [], "ip_forward": False,
               "diff": {"before": {}, "after": {}}}
+    # Before the networks, so that a fresh host's check run (libvirt only predicted) still reports it.
+    if module.params["ip_forward"]:
+        try:
+            done = sysctl.converge(module, FORWARDING, "1", module.params["ip_forward_file"])
+        except OSError as exc:
+            module.fail_json(msg="cannot keep %s = 1 (%s): %s" % (FORWARDING, module.params["ip_forward_file"], exc))
+        if done["changed"]:
+            result.update(changed=True, ip_forward=True)
+            result["diff"]["before"]["sysctl " + FORWARDING] = done["before"]
+            result["diff"]["after"]["sysctl " + FORWARDING] = done["after"]
+    conn = connect(module, module.params["uri"], "would define the networks", partial=result)
     for spec in module.params["networks"]:
         try:
             converge_one(module, conn, spec, result)
         except libvirt.libvirtError as exc:
             module.fail_json(msg="network %s: %s" % (spec["name"], exc), **result)
-    # After the networks: libvirt turns forwarding on itself when it starts a NAT network.
-    if module.params["ip_forward"]:
-        try:
-            done = sysctl.converge(module, FORWARDING, "1", module.params["ip_forward_file"])
-        except OSError as exc:
-            module.fail_json(msg="cannot keep %s = 1 (%s): %s" % (FORWARDING, module.params["ip_forward_file"], exc),
-                             **result)
-        if done["changed"]:
-            result.update(changed=True, ip_forward=True)
-            result["diff"]["before"]["sysctl " + FORWARDING] = done["before"]
-            result["diff"]["after"]["sysctl " + FORWARDING] = done["after"]
     return result
 
 

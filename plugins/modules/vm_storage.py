@@ -170,10 +170,7 @@ def core(module: AnsibleModule) -> dict:
         module.fail_json(msg=str(exc))
     pools.check(module, params["pools"])
     volumes.check_all(module, params["volumes"])
-    conn = None
-    if params["pools"] or params["volumes"]:
-        conn = connect(module, params["uri"], "would converge the storage pools and volumes")
-    result = {"changed": False, "subvolume": {}, "pools": {}, "diff": {"before": {}, "after": {}}}
+    result = {"changed": False, "subvolume": {}, "pools": {}, "volumes": {}, "diff": {"before": {}, "after": {}}}
     if subvolume:
         try:
             done = btrfs.converge(module, subvolume)
@@ -189,6 +186,11 @@ def core(module: AnsibleModule) -> dict:
     result["changed"] |= bool(made)
     result["diff"]["before"].update(keyed("directory", before))
     result["diff"]["after"].update(keyed("directory", after))
+    # Connected only now, so that a fresh host's check run (libvirt only predicted) still reports
+    # the subvolume and the directories with their diff.
+    conn = None
+    if params["pools"] or params["volumes"]:
+        conn = connect(module, params["uri"], "would converge the storage pools and volumes", partial=result)
     if not module.check_mode:
         try:
             dirs.apply(made)

@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils import libvirt_common
 from ansible_collections.kvmlab.hypervisor.plugins.modules import vm_storage as mod
 
 
@@ -121,3 +122,28 @@ def test_a_subvolume_refused_leaves_the_directories_unmade(tmp_path, monkeypatch
     subvolume["mount_options"] = ["noatime,ro"]  # checked before the filesystem is even looked at
     with pytest.raises(Failed, match=r"^subvolume\.mount_options: 'noatime,ro'"):
         mod.core(Module(subvolume=subvolume))
+
+
+class Exited(Exception):
+    pass
+
+
+def test_a_fresh_hosts_check_run_still_reports_the_directories_before_libvirt(tmp_path, monkeypatch):
+    """libvirt only predicted (check mode, no binding yet): the call ends with the directories'
+    diff in its result, not with a bare "would converge"."""
+    monkeypatch.setattr(libvirt_common, "libvirt", None)
+    module = Module(check_mode=True, directories=[{"path": str(tmp_path / "tpm"), "mode": "0750"}],
+                    pools=[{"name": "vm", "path": str(tmp_path), "state": "present", "active": True,
+                            "autostart": True}])
+
+    def exit_json(**kw):
+        raise Exited(kw)
+
+    module.exit_json = exit_json
+    with pytest.raises(Exited) as ended:
+        mod.core(module)
+    result = ended.value.args[0]
+    assert result["changed"] is True and "not installed yet" in result["msg"]
+    assert result["directories"] == [str(tmp_path / "tpm")]
+    assert result["diff"]["before"] == {"directory %s" % (tmp_path / "tpm"): {"exists": False}}
+    assert not (tmp_path / "tpm").exists()
