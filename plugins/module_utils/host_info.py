@@ -46,6 +46,67 @@ def parse_os_release(text: str) -> dict:
     }
 
 
+# A package name each manager's query takes as a plain name. Anything else (an architecture,
+# a version, a glob, a group) is left to the package module: it is reported missing, so the
+# install task runs and decides.
+_PLAIN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+._-]*$")
+
+
+def wanted_packages(packages: dict, os_release: dict) -> list[str]:
+    """The host's packages from a {key: [names]} map: those of its os-release ID, of
+    ID-<major release> and of "*" (every distribution), in that order and without repeats."""
+    keys = [os_release["id"]] + (["%s-%s" % (os_release["id"], os_release["major"])] if os_release["major"] else [])
+    keys.append("*")
+    result: list[str] = []
+    for key in keys:
+        result.extend(name for name in packages.get(key) or [] if name not in result)
+    return result
+
+
+def package_manager(os_release: dict) -> str | None:
+    """How installed packages are read on this distribution: dpkg (Debian and its derivatives),
+    pacman (Arch and its derivatives), or None."""
+    family = [os_release["id"]] + os_release["id_like"]
+    if "debian" in family:
+        return "dpkg"
+    if "arch" in family:
+        return "pacman"
+    return None
+
+
+def parse_dpkg_status(text: str) -> set[str]:
+    """The installed packages in `dpkg-query -W -f '${Package}\\t${db:Status-Abbrev}\\n'` output:
+    the status's second letter is the package's state, i for installed (dpkg-query(1))."""
+    found = set()
+    for line in text.splitlines():
+        name, _tab, status = line.partition("\t")
+        if len(status) >= 2 and status[1] == "i":
+            found.add(name)
+    return found
+
+
+def missing_packages(manager: str | None, names: list[str], run) -> list[str]:
+    """The names of `names` that are not installed, in their order. run(argv) -> (rc, stdout,
+    stderr). dpkg: `dpkg-query -W`, which names the packages it finds (rc 1 when one is unknown);
+    pacman: `pacman -T` (--deptest), which prints each name no installed package satisfies (by
+    name or by provides) and exits 127 (pacman's src/pacman/deptest.c). Without a manager, or
+    when the query fails otherwise, every name counts as missing: the install task decides."""
+    plain = [name for name in names if _PLAIN_PACKAGE.match(name)]
+    if manager is None or not plain:
+        return list(names)
+    if manager == "dpkg":
+        rc, out, _err = run(["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\n", "--", *plain])
+        if rc not in (0, 1):
+            return list(names)
+        installed = parse_dpkg_status(out)
+        return [name for name in names if name not in installed]
+    rc, out, _err = run(["pacman", "-T", "--", *plain])
+    if rc not in (0, 127):
+        return list(names)
+    unsatisfied = set(out.split())
+    return [name for name in names if name not in plain or name in unsatisfied]
+
+
 def kvm_device(path: str = "/dev/kvm") -> dict:
     """Say whether the KVM device exists and can really be opened, and who may use it.
 

@@ -51,6 +51,17 @@ options:
     type: list
     elements: path
     default: []
+  packages:
+    description:
+      - Packages to report as installed or missing, by distribution - a map from an os-release
+        C(ID) (C(debian), C(arch)) or C(ID-<major release>) (C(debian-12)) to names, and C(*) for
+        names on every distribution. The host's list is those of its C(ID), its
+        C(ID-<major release>) and C(*), in that order (RV(packages.wanted)).
+      - Read with C(dpkg-query) on Debian and its derivatives and C(pacman -T) on Arch and its
+        derivatives, so that a role installs nothing, and runs no package module, when nothing is
+        missing.
+    type: dict
+    default: {}
   kvm_device:
     description: Path of the KVM device.
     type: path
@@ -143,6 +154,17 @@ files:
   type: dict
   sample: {/etc/libvirt/qemu.conf: {exists: true, owner: root, group: root, mode: "0600",
            sha1: 0a4d55a8d778e5022fab701977c5d840bbc486d0, lines: {swtpm_user: 'swtpm_user = "tss"'}}}
+packages:
+  description:
+    - The host's packages from O(packages) (C(wanted)), those of them not installed (C(missing)),
+      and the package database read (C(manager) - C(dpkg), C(pacman) or null).
+    - A name is installed when C(dpkg-query) reports it installed, or when C(pacman -T) finds it
+      satisfied (by an installed package of that name or one that provides it). A name with an
+      architecture, a version or a glob, and every name on a distribution without either
+      manager, counts as missing, so the package module decides.
+  returned: always
+  type: dict
+  sample: {wanted: [qemu-system-x86, libvirt-daemon-system], missing: [], manager: dpkg}
 firmware_enrolled_keys:
   description:
     - Where q35 guests get UEFI Secure Boot with enrolled keys from - C(distribution) (a
@@ -233,9 +255,15 @@ def core(module: AnsibleModule) -> dict:
         module.warn("No IOMMU groups: PCI passthrough is unavailable. Enable VT-d/AMD-Vi in the "
                     "firmware and add intel_iommu=on (Intel) to the kernel command line if needed.")
 
+    for key, names in params["packages"].items():
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            module.fail_json(msg="packages: %s must be a list of package names, not %r" % (key, names))
+    os_release = host_info.parse_os_release(read("/etc/os-release") or read("/usr/lib/os-release"))
+    wanted = host_info.wanted_packages(params["packages"], os_release)
+    manager = host_info.package_manager(os_release)
     return {
         "changed": False,
-        "os": host_info.parse_os_release(read("/etc/os-release") or read("/usr/lib/os-release")),
+        "os": os_release,
         "kvm": kvm,
         "kvm_group": kvm_group,
         "cpu": cpu,
@@ -247,7 +275,18 @@ def core(module: AnsibleModule) -> dict:
         "users": users,
         "firmware_enrolled_keys": firmware.plan(firmware.descriptors())["state"],
         "files": {path: host_info.file_state(path) for path in params["files"]},
+        "packages": {"wanted": wanted, "manager": manager,
+                     "missing": host_info.missing_packages(manager, wanted, lambda argv: run_query(module, argv))
+                     if wanted else []},
     }
+
+
+def run_query(module: AnsibleModule, argv: list[str]) -> tuple[int, str, str]:
+    """A package database query; a missing tool is rc -1 (pacman's 127 means a missing package)."""
+    path = module.get_bin_path(argv[0])
+    if path is None:
+        return -1, "", "%s not found" % argv[0]
+    return module.run_command([path, *argv[1:]], environ_update={"LC_ALL": "C"})
 
 
 def main() -> None:
@@ -258,6 +297,7 @@ def main() -> None:
             "client_config": {"type": "bool", "default": False},
             "kernel_modules": {"type": "list", "elements": "str", "default": []},
             "files": {"type": "list", "elements": "path", "default": []},
+            "packages": {"type": "dict", "default": {}},
             "kvm_device": {"type": "path", "default": "/dev/kvm"},
         },
         supports_check_mode=True,

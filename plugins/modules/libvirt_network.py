@@ -93,6 +93,14 @@ options:
     description: The sysctl.d file that keeps O(ip_forward) at boot.
     type: path
     default: /etc/sysctl.d/90-kvmlab-forwarding.conf
+  exists:
+    description:
+      - Paths whose existence is reported in RV(exists), read in the same call, so that a role keys
+        a task on a file without a remote call of its own (the network role's tailnet clean-up
+        runs only while the hook's settings file exists).
+    type: list
+    elements: path
+    default: []
 attributes:
   check_mode:
     support: full
@@ -130,6 +138,11 @@ ip_forward:
   returned: always
   type: bool
   sample: false
+exists:
+  description: Whether each of O(exists) exists (a broken symbolic link counts), read before any change.
+  returned: always
+  type: dict
+  sample: {/etc/libvirt/hooks/kvmlab-tailnet.json: false}
 restart_required:
   description: Networks whose running configuration differs in a way only a restart applies.
   returned: always
@@ -137,6 +150,8 @@ restart_required:
   elements: str
   sample: [default]
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import network as netxml
@@ -272,7 +287,8 @@ def converge_one(module, conn, spec: dict, result: dict) -> None:
 
 def core(module: AnsibleModule) -> dict:
     result = {"changed": False, "actions": {}, "restart_required": [], "ip_forward": False,
-              "diff": {"before": {}, "after": {}}}
+              "diff": {"before": {}, "after": {}},
+              "exists": {path: os.path.lexists(path) for path in module.params["exists"]}}
     # Before the networks, so that a fresh host's check run (libvirt only predicted) still reports it.
     if module.params["ip_forward"]:
         try:
@@ -311,6 +327,7 @@ def main() -> None:
             "allow_restart": {"type": "bool", "default": False},
             "ip_forward": {"type": "bool", "default": False},
             "ip_forward_file": {"type": "path", "default": "/etc/sysctl.d/90-kvmlab-forwarding.conf"},
+            "exists": {"type": "list", "elements": "path", "default": []},
             **URI_OPTION,
         },
         supports_check_mode=True,

@@ -315,3 +315,59 @@ def test_file_state_of_a_huge_file_never_matches(tmp_path, monkeypatch):
     big.write_text("swtpm_user = \"tss\"\n")
     state = host_info.file_state(str(big))
     assert state["exists"] and state["sha1"] is None and state["lines"] is None
+
+
+PACKAGES = {"debian": ["qemu-utils", "swtpm"], "debian-12": ["iptables"], "debian-13": ["nftables"],
+            "arch": ["qemu-full", "dnsmasq"], "*": ["htop", "swtpm"]}
+
+
+@pytest.mark.parametrize("text,wanted", [
+    (DEBIAN_12, ["qemu-utils", "swtpm", "iptables", "htop"]),
+    (DEBIAN_12.replace('VERSION_ID="12"', 'VERSION_ID="13"'), ["qemu-utils", "swtpm", "nftables", "htop"]),
+    (ARCH, ["qemu-full", "dnsmasq", "htop", "swtpm"]),
+    ("ID=fedora\nVERSION_ID=41\n", ["htop", "swtpm"]),
+])
+def test_the_hosts_packages_are_its_id_then_its_release_then_every_distributions(text, wanted):
+    assert host_info.wanted_packages(PACKAGES, host_info.parse_os_release(text)) == wanted
+
+
+@pytest.mark.parametrize("text,manager", [
+    (DEBIAN_12, "dpkg"), ("ID=ubuntu\nID_LIKE=debian\n", "dpkg"), (ARCH, "pacman"),
+    ("ID=endeavouros\nID_LIKE=arch\n", "pacman"), ("ID=fedora\n", None),
+])
+def test_the_package_database_follows_the_distribution_family(text, manager):
+    assert host_info.package_manager(host_info.parse_os_release(text)) == manager
+
+
+def runner(rc: int, out: str, calls: list | None = None):
+    def run(argv):
+        if calls is not None:
+            calls.append(argv)
+        return rc, out, ""
+    return run
+
+
+def test_dpkg_reports_missing_the_packages_it_does_not_list_as_installed():
+    calls: list = []
+    # Real dpkg-query output (bookworm): qemu-utils installed, swtpm removed with its
+    # configuration kept, htop unknown (left out of stdout, rc 1); a held package counts.
+    out = "qemu-utils\tii \nswtpm\trc \nbtrfs-progs\thi \n"
+    names = ["qemu-utils", "swtpm", "htop", "btrfs-progs", "foo:amd64"]
+    assert host_info.missing_packages("dpkg", names, runner(1, out, calls)) == ["swtpm", "htop", "foo:amd64"]
+    # The qualified name is not passed to the query; "--" keeps a name from being an option.
+    assert calls == [["dpkg-query", "-W", "-f", "${Package}\t${db:Status-Abbrev}\n", "--",
+                      "qemu-utils", "swtpm", "htop", "btrfs-progs"]]
+
+
+def test_pacman_reports_missing_what_deptest_prints():
+    calls: list = []
+    assert host_info.missing_packages("pacman", ["qemu-full", "dnsmasq", "libvirt>=10"],
+                                      runner(127, "dnsmasq\n", calls)) == ["dnsmasq", "libvirt>=10"]
+    assert calls == [["pacman", "-T", "--", "qemu-full", "dnsmasq"]]
+    assert host_info.missing_packages("pacman", ["qemu-full"], runner(0, "")) == []
+
+
+@pytest.mark.parametrize("manager,rc", [("dpkg", 2), ("dpkg", -1), ("pacman", 1), ("pacman", -1), (None, 0)])
+def test_a_failed_query_or_an_unknown_distribution_counts_every_package_missing(manager, rc):
+    # The install task then runs and reports what is wrong; a no-op is never claimed unread.
+    assert host_info.missing_packages(manager, ["a", "b"], runner(rc, "a\tii \n")) == ["a", "b"]
