@@ -206,16 +206,55 @@ def _agent(call):
         return {"error": str(e)}
 
 
-def read_guest(domain, by: str) -> tuple[str, dict]:
-    """One guest's inventory name and the variables community.libvirt sets for it."""
-    state, max_kb, memory_kb, vcpus, cpu_ns = domain.info()
+# What libvirt answers a guest-agent call on a guest that is not running (VIR_ERR_OPERATION_INVALID).
+NOT_RUNNING = "Requested operation is not valid: domain is not running"
+
+
+def stats_info(stats: dict) -> tuple | None:
+    """A domain's info() tuple (state, maximum and current memory in KiB, vCPUs, CPU time in ns)
+    from its getAllDomainStats record, or None when the record lacks a field (a busy QEMU under
+    NOWAIT): the same values libvirt's virDomainGetInfo gives."""
+    try:
+        return (stats["state.state"], stats["balloon.maximum"], stats["balloon.current"], stats["vcpu.current"],
+                stats.get("cpu.time", 0))
+    except KeyError:
+        return None
+
+
+# The getAllDomainStats groups that hold info()'s fields.
+INFO_STATS = ("VIR_DOMAIN_STATS_STATE", "VIR_DOMAIN_STATS_BALLOON", "VIR_DOMAIN_STATS_VCPU", "VIR_DOMAIN_STATS_CPU_TOTAL")
+
+
+def list_guests(connection) -> list[tuple]:
+    """Every domain, with its info() tuple where one getAllDomainStats call (NOWAIT: nothing waits
+    on a busy guest) had it, else None (read with info()). One round trip instead of one per guest;
+    a libvirt without the call (VIR_ERR_NO_SUPPORT) is listed as before."""
+    flags = 0
+    for name in INFO_STATS:
+        flags |= getattr(libvirt, name)
+    try:
+        found = connection.getAllDomainStats(flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        return [(domain, None) for domain in connection.listAllDomains()]
+    return [(domain, stats_info(stats)) for domain, stats in found]
+
+
+def read_guest(domain, by: str, info: tuple | None = None) -> tuple[str, dict]:
+    """One guest's inventory name and the variables community.libvirt sets for it. Only a
+    running guest's agent is asked: libvirt refuses the call for any other (the error set is the
+    one it gives), and a paused guest's agent could only time out. At 1000 guests, mostly shut
+    off, that is 2000 round trips fewer."""
+    state, max_kb, memory_kb, vcpus, cpu_ns = info if info is not None else domain.info()
+    running = state == libvirt.VIR_DOMAIN_RUNNING
     return (domain.UUIDString() if by == "uuid" else domain.name()), {
         "info": {"state_number": state, "state": STATES[state] if 0 <= state < len(STATES) else "last",
                  "maxMem_kb": max_kb, "memory_kb": memory_kb, "nrVirtCpu": vcpus, "cpuTime_ns": cpu_ns},
         "xml_desc": domain.XMLDesc(0),
-        "guest_info": _agent(lambda: domain.guestInfo(types=0)),
+        "guest_info": _agent(lambda: domain.guestInfo(types=0)) if running else {"error": NOT_RUNNING},
         "interface_addresses": _agent(lambda: domain.interfaceAddresses(
-            source=libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)),
+            source=libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)) if running else {"error": NOT_RUNNING},
     }
 
 
@@ -251,9 +290,9 @@ def read_libvirt(uri: str, by: str) -> dict[str, dict]:
         plugin = CONNECTIONS.get(connection.getType())
         leases, reservations, bridges = read_networks(connection)
         guests = {}
-        for domain in connection.listAllDomains():
+        for domain, info in list_guests(connection):
             try:
-                name, variables = read_guest(domain, by)
+                name, variables = read_guest(domain, by, info)
             except libvirt.libvirtError as e:
                 if not _vanished(e):
                     raise

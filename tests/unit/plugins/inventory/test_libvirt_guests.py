@@ -39,9 +39,13 @@ class FakeDomain:
         return self._xml
 
     def guestInfo(self, types=0):
+        if self._state != 1:
+            raise libvirt.libvirtError(plugin.NOT_RUNNING)
         raise libvirt.libvirtError("Guest agent is not responding")
 
     def interfaceAddresses(self, source):
+        if self._state != 1:
+            raise libvirt.libvirtError(plugin.NOT_RUNNING)
         if self._agent is None:
             raise libvirt.libvirtError("Guest agent is not responding")
         return self._agent
@@ -85,6 +89,24 @@ class FakeConnection:
 
     def listAllDomains(self):
         return self.domains
+
+    # Set to a libvirt error code to fail getAllDomainStats with it; `partial`: guests whose
+    # record lacks the balloon fields (a busy QEMU under NOWAIT).
+    stats_error: int | None = None
+    partial: tuple = ()
+
+    def getAllDomainStats(self, stats, flags):
+        assert flags == libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+        if self.stats_error is not None:
+            raise GoneError(self.stats_error)
+        records = []
+        for domain in self.domains:
+            state, max_kb, memory_kb, vcpus, cpu_ns = domain.info()
+            record = {"state.state": state, "state.reason": 0, "vcpu.current": vcpus, "vcpu.maximum": vcpus}
+            if domain.name() not in self.partial:
+                record.update({"balloon.maximum": max_kb, "balloon.current": memory_kb, "cpu.time": cpu_ns})
+            records.append((domain, record))
+        return records
 
     def listAllNetworks(self):
         return [FakeNetwork()]
@@ -265,6 +287,7 @@ def test_a_guest_that_goes_while_it_is_read_is_left_out(parse, monkeypatch, call
     (no play reaches it by a stale name, no address is made up); the others are listed."""
     def fake_open(uri):
         conn = FakeConnection()
+        conn.stats_error = libvirt.VIR_ERR_NO_SUPPORT  # so that info() is read guest by guest
         setattr(conn.domains[2], call, lambda *args, **kwargs: vanish())
         return conn
 
@@ -343,3 +366,50 @@ def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
     monkeypatch.setattr(FakeConnection, "__init__", init)
     data, _uris = parse(SOURCE + "  net: libvirt_interfaces[0].network\n")
     assert hostvars(data, "win11")["net"] == hostile
+
+
+@pytest.mark.parametrize("stats_error,partial", [(None, ()), (None, ("win11", "arch")),
+                                                 (libvirt.VIR_ERR_NO_SUPPORT, ())])
+def test_info_is_the_same_from_one_stats_call_from_a_partial_one_and_guest_by_guest(parse, monkeypatch,
+                                                                                    stats_error, partial):
+    """One getAllDomainStats call gives every guest's info; a record without a field is read with
+    info(), and a libvirt without the call is read guest by guest: the same variables each way."""
+    calls = []
+
+    def fake_open(uri):
+        conn = FakeConnection()
+        conn.stats_error, conn.partial = stats_error, partial
+        for domain in conn.domains:
+            original = domain.info
+            domain.info = lambda original=original, name=domain.name(): calls.append(name) or original()
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    data, _uris = parse()
+    for name, state in (("win11", "running"), ("arch", "shutoff"), ("kali", "running")):
+        info = hostvars(data, name)["info"]
+        assert info == {"state_number": 1 if state == "running" else 5, "state": state, "maxMem_kb": 2097152,
+                        "memory_kb": 2097152, "nrVirtCpu": 1, "cpuTime_ns": 0}
+    # The fake's stats call runs info() once per guest; the plugin runs it again only for the
+    # partial records (and, without the call, once per guest itself).
+    assert sorted({name for name in calls if calls.count(name) == 2}) == (sorted(partial) if stats_error is None else [])
+
+
+def test_another_stats_error_fails_naming_it(parse, monkeypatch):
+    def fake_open(uri):
+        conn = FakeConnection()
+        conn.stats_error = libvirt.VIR_ERR_RPC
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", fake_open)
+    with pytest.raises(AnsibleError, match="libvirt_guests: gone"):
+        parse()
+
+
+def test_a_guest_that_is_not_running_gets_libvirts_error_without_an_agent_call(parse, monkeypatch):
+    asked = []
+    monkeypatch.setattr(FakeDomain, "guestInfo", lambda self, types=0: asked.append(self._name) or {})
+    data, _uris = parse()
+    assert hostvars(data, "arch")["guest_info"] == {"error": plugin.NOT_RUNNING}
+    assert hostvars(data, "arch")["interface_addresses"] == {"error": plugin.NOT_RUNNING}
+    assert sorted(asked) == ["deb", "kali", "win11"]
