@@ -104,7 +104,9 @@ class FakeConnection:
             state, max_kb, memory_kb, vcpus, cpu_ns = domain.info()
             record = {"state.state": state, "state.reason": 0, "vcpu.current": vcpus, "vcpu.maximum": vcpus}
             if domain.name() not in self.partial:
-                record.update({"balloon.maximum": max_kb, "balloon.current": memory_kb, "cpu.time": cpu_ns})
+                record.update({"balloon.maximum": max_kb, "balloon.current": memory_kb})
+            # As libvirt 9 reports it for a shut-off domain too: a growing figure, not the guest's.
+            record["cpu.time"] = 123456789
             records.append((domain, record))
         return records
 
@@ -147,7 +149,7 @@ def parse(tmp_path, monkeypatch):
     name = "kvmlab.hypervisor.libvirt_guests"
     inventory_loader._load_config_defs(name, plugin, plugin.__file__)
 
-    def run(text=SOURCE):
+    def run(text=SOURCE, cache=True):
         source = tmp_path / "guests.libvirt.yml"
         source.write_text(text)
         obj = plugin.InventoryModule()
@@ -155,7 +157,9 @@ def parse(tmp_path, monkeypatch):
         data = InventoryData()
         data.add_group("hypervisors")
         data.add_host("hv", group="hypervisors")
-        obj.parse(data, DataLoader(), str(source))
+        obj.parse(data, DataLoader(), str(source), cache=cache)
+        if obj.get_option("cache"):
+            obj.update_cache_if_changed()  # as Ansible's InventoryManager does after a Cacheable's parse
         return data, uris
 
     return run
@@ -368,12 +372,12 @@ def test_values_from_libvirt_are_never_templated(parse, monkeypatch):
     assert hostvars(data, "win11")["net"] == hostile
 
 
-@pytest.mark.parametrize("stats_error,partial", [(None, ()), (None, ("win11", "arch")),
-                                                 (libvirt.VIR_ERR_NO_SUPPORT, ())])
+@pytest.mark.parametrize("stats_error,partial", [(None, ()), (None, ("arch",)), (libvirt.VIR_ERR_NO_SUPPORT, ())])
 def test_info_is_the_same_from_one_stats_call_from_a_partial_one_and_guest_by_guest(parse, monkeypatch,
                                                                                     stats_error, partial):
-    """One getAllDomainStats call gives every guest's info; a record without a field is read with
-    info(), and a libvirt without the call is read guest by guest: the same variables each way."""
+    """One getAllDomainStats call gives every shut-off guest's info (CPU time 0, as info() has it);
+    a guest in another state and a record without a field are read with info(), and a libvirt
+    without the call guest by guest: the same variables each way."""
     calls = []
 
     def fake_open(uri):
@@ -390,9 +394,10 @@ def test_info_is_the_same_from_one_stats_call_from_a_partial_one_and_guest_by_gu
         info = hostvars(data, name)["info"]
         assert info == {"state_number": 1 if state == "running" else 5, "state": state, "maxMem_kb": 2097152,
                         "memory_kb": 2097152, "nrVirtCpu": 1, "cpuTime_ns": 0}
-    # The fake's stats call runs info() once per guest; the plugin runs it again only for the
-    # partial records (and, without the call, once per guest itself).
-    assert sorted({name for name in calls if calls.count(name) == 2}) == (sorted(partial) if stats_error is None else [])
+    # The fake's stats call runs info() once per guest; the plugin runs it again for the running
+    # guests and the partial records (without the call, once per guest itself).
+    again = sorted({name for name in calls if calls.count(name) == 2})
+    assert again == ([] if stats_error is not None else sorted(["win11", "kali", "deb", *partial]))
 
 
 def test_another_stats_error_fails_naming_it(parse, monkeypatch):
@@ -413,3 +418,112 @@ def test_a_guest_that_is_not_running_gets_libvirts_error_without_an_agent_call(p
     assert hostvars(data, "arch")["guest_info"] == {"error": plugin.NOT_RUNNING}
     assert hostvars(data, "arch")["interface_addresses"] == {"error": plugin.NOT_RUNNING}
     assert sorted(asked) == ["deb", "kali", "win11"]
+
+
+CACHED = """\
+plugin: kvmlab.hypervisor.libvirt_guests
+uri: "qemu+ssh://root@hv/system?keyfile={{{{ inventory_dir }}}}/key"
+cache: true
+cache_plugin: jsonfile
+cache_connection: {dir}
+groups:
+  guests: true
+  guests_pinned: "'<vcpupin ' in xml_desc"
+keyed_groups:
+  - key: info.state
+    prefix: guests
+  - key: libvirt_macs | first
+    prefix: mac
+    parent_group: by_mac
+compose:
+  ansible_host: libvirt_addresses | first
+"""
+
+
+def listing(data) -> dict:
+    """Every guest's variables and every group's guests and parents: what a play sees."""
+    guests = sorted(h for h in data.hosts if h != "hv")
+    return {"vars": {g: hostvars(data, g) for g in guests},
+            "groups": {name: (members(data, name), sorted(p.name for p in group.parent_groups))
+                       for name, group in data.groups.items()}}
+
+
+@pytest.fixture
+def constructed(monkeypatch):
+    """The guests that compose, groups and keyed_groups were templated for, run by run."""
+    names: list = []
+    original = plugin.InventoryModule._construct
+    monkeypatch.setattr(plugin.InventoryModule, "_construct",
+                        lambda self, name: names.append(name) or original(self, name))
+    return names
+
+
+def test_the_cache_gives_the_same_inventory_without_templating_again(parse, tmp_path, constructed):
+    source = CACHED.format(dir=tmp_path / "c")
+    first, _uris = parse(source)
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    assert members(first, "mac_52_54_00_ab_93_44") == ["win11"]
+    assert [p.name for p in first.groups["mac_52_54_00_ab_93_44"].parent_groups] == ["by_mac"]
+    constructed.clear()
+    again, _uris = parse(source)
+    assert constructed == []
+    assert listing(again) == listing(first)
+    # --flush-cache: every guest is templated again, and the result is the same.
+    flushed, _uris = parse(source, cache=False)
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    assert listing(flushed) == listing(first)
+
+
+def test_a_guest_changed_added_or_removed_is_seen_on_the_next_run(parse, tmp_path, monkeypatch, constructed):
+    """Each guest's cached result is keyed by everything read for it: two guests swapping MACs
+    (and with them their reservation's and lease's addresses), a new guest and a removed one are
+    seen at once, and no guest keeps another's address."""
+    source = CACHED.format(dir=tmp_path / "c")
+    parse(source)
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    constructed.clear()
+
+    def swapped(uri):
+        conn = FakeConnection()
+        win11, arch = conn.domains[0], conn.domains[1]
+        win11._xml, arch._xml = (win11._xml.replace("52:54:00:ab:93:44", "52:54:00:00:00:02"),
+                                 arch._xml.replace("52:54:00:00:00:02", "52:54:00:ab:93:44"))
+        conn.domains = [d for d in conn.domains if d.name() != "kali"]
+        conn.domains.append(FakeDomain("new", "5abcc79e-0000-0000-0000-000000000009", 5,
+                                       DOMAIN.format(name="new", uuid="u9", cputune="", mac="52:54:00:00:00:09",
+                                                     extra="")))
+        return conn
+
+    monkeypatch.setattr(libvirt, "open", swapped)
+    data, _uris = parse(source)
+    assert sorted(constructed) == ["arch", "new", "win11"]
+    assert data.get_host("kali") is None
+    assert hostvars(data, "win11")["ansible_host"] == "192.168.122.50"  # the lease of its new MAC
+    assert hostvars(data, "arch")["ansible_host"] == "192.168.122.136"  # the reservation of its new MAC
+    assert members(data, "mac_52_54_00_ab_93_44") == ["arch"]
+    assert members(data, "mac_52_54_00_00_00_02") == ["win11"]
+    assert members(data, "guests_shutoff") == ["arch", "new"]
+    # What a fresh read (no cache) makes of the same libvirt: the same listing.
+    constructed.clear()
+    fresh, _uris = parse(source, cache=False)
+    assert listing(fresh) == listing(data)
+
+
+def test_a_changed_option_constructs_every_guest_again(parse, tmp_path, constructed):
+    source = CACHED.format(dir=tmp_path / "c")
+    parse(source)
+    constructed.clear()
+    data, _uris = parse(source.replace("prefix: mac", "prefix: nic"))
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    assert members(data, "nic_52_54_00_ab_93_44") == ["win11"]
+    assert "mac_52_54_00_ab_93_44" not in data.groups
+
+
+@pytest.mark.parametrize("expression", ["lookup('ansible.builtin.env', 'HOME')", "now().year", "query('x') | length"])
+def test_expressions_that_read_more_than_the_guest_are_never_cached(parse, tmp_path, constructed, expression):
+    source = CACHED.format(dir=tmp_path / "c").replace("compose:\n", "compose:\n  outside: \"%s\"\n" % expression)
+    parse(source)
+    constructed.clear()
+    parse(source)
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # nothing written
