@@ -101,7 +101,7 @@ class FakeConnection:
             raise GoneError(self.stats_error)
         records = []
         for domain in self.domains:
-            state, max_kb, memory_kb, vcpus, cpu_ns = domain.info()
+            state, max_kb, memory_kb, vcpus, _cpu_ns = domain.info()
             record = {"state.state": state, "state.reason": 0, "vcpu.current": vcpus, "vcpu.maximum": vcpus}
             if domain.name() not in self.partial:
                 record.update({"balloon.maximum": max_kb, "balloon.current": memory_kb})
@@ -384,8 +384,9 @@ def test_info_is_the_same_from_one_stats_call_from_a_partial_one_and_guest_by_gu
         conn = FakeConnection()
         conn.stats_error, conn.partial = stats_error, partial
         for domain in conn.domains:
+            name = domain.name()
             original = domain.info
-            domain.info = lambda original=original, name=domain.name(): calls.append(name) or original()
+            domain.info = lambda original=original, name=name: calls.append(name) or original()
         return conn
 
     monkeypatch.setattr(libvirt, "open", fake_open)
