@@ -90,7 +90,7 @@ new-vm: venv
 # Site runs timed against the demo container (converged first), plus fresh converges on a
 # second container at BENCH_PORT: medians of BENCH_RUNS runs, written to docs/BENCHMARKS.md.
 BENCH_PORT ?= 22230
-BENCH_RUNS ?= 3
+BENCH_RUNS ?= 5
 # BENCH_ARGS=--boot also times the three guests' boot (the demo's guests run the guest OS).
 BENCH_ARGS ?=
 bench: collection image guest-os
