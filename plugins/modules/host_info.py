@@ -164,6 +164,18 @@ packages:
       manager, counts as missing, so the package module decides.
   returned: always
   type: dict
+  contains:
+    wanted:
+      description: The host's packages - those of its C(ID), its C(ID-<major release>) and C(*), without repeats.
+      type: list
+      elements: str
+    missing:
+      description: Those of RV(packages.wanted) that are not installed, in their order.
+      type: list
+      elements: str
+    manager:
+      description: The package database read - C(dpkg), C(pacman), or null on another distribution.
+      type: str
   sample: {wanted: [qemu-system-x86, libvirt-daemon-system], missing: [], manager: dpkg}
 firmware_enrolled_keys:
   description:
