@@ -399,12 +399,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _cached(self, key: str, cache: bool) -> dict:
         """The cache entry of this source: with the plugin's cache on, unless --flush-cache (cache
-        false) or the entry expired (cache_timeout) or is not ours."""
+        false) or the entry expired (cache_timeout) or is not ours. An unreadable cache file (the
+        cache plugin removes a corrupt one and raises) only costs this run the cache: the guests are
+        constructed from libvirt's reading, as without one."""
         if not (self.get_option("cache") and cache):
             return {}
         try:
             entry = self._cache[key]
         except KeyError:
+            return {}
+        except AnsibleError as e:
+            display.warning("kvmlab.hypervisor.libvirt_guests: the inventory cache is left aside for this run: %s" % e)
             return {}
         return entry if isinstance(entry, dict) and isinstance(entry.get("guests"), dict) else {}
 

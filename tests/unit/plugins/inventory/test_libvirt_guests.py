@@ -528,3 +528,19 @@ def test_expressions_that_read_more_than_the_guest_are_never_cached(parse, tmp_p
     parse(source)
     assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
     assert not (tmp_path / "c").exists() or not list((tmp_path / "c").iterdir())  # nothing written
+
+
+def test_a_corrupt_cache_file_costs_only_the_cache(parse, tmp_path, constructed):
+    """A cache file that does not parse (written by hand, a broken disk): the guests are listed as
+    without a cache, and the next run writes a good one."""
+    source = CACHED.format(dir=tmp_path / "c")
+    first, _uris = parse(source)
+    [cache_file] = list((tmp_path / "c").iterdir())
+    cache_file.write_text('{"__payload__": {"config": ')
+    constructed.clear()
+    data, _uris = parse(source)
+    assert sorted(constructed) == ["arch", "deb", "kali", "win11"]
+    assert listing(data) == listing(first)
+    constructed.clear()
+    parse(source)
+    assert constructed == []
