@@ -19,7 +19,7 @@ from ansible_collections.kvmlab.hypervisor.plugins.plugin_utils.renames import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLES = ("host", "storage", "network", "guest")
+ROLES = ("host", "storage", "network", "guest", "backup", "restore")
 SHIPPED = [ROOT / "playbooks", *(ROOT / "roles" / r for r in ROLES), ROOT / "plugins"]
 
 
