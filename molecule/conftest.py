@@ -195,7 +195,7 @@ MODULE_ORDER = ["test_host", "test_storage_network", "test_guests", "test_many_g
                 "test_tailscale", "test_modular_daemons", "test_two_hosts",
                 # Scenario guests: look inside first; the tests that restart the guests come last.
                 "test_inside", "test_reach_by_name", "test_tailnet", "test_boot", "test_secure_boot_enforced",
-                "test_guest_data", "test_shutdown"]
+                "test_guest_data", "test_backup", "test_shutdown"]
 
 
 def pytest_collection_modifyitems(items):

@@ -23,8 +23,17 @@ and moment; the ratio is that of the medians. Measured, in one call:
                      then started together: seconds from `virsh start` until every guest agent answers
                      (one run; with --boot, when the demo's guests run the guest OS)
 
-The extra guests are removed with their disks at the end.
+  backups            win11's full backup (the module's own time: copy, qemu-img check, checksums) against
+                     `cp --sparse=always` of the same disk on the same host, alternating, RUNS of each;
+                     incremental backups after 10 and 100 MiB written inside the guest (bytes copied
+                     against bytes written); the restore of that chain over the running guest
+                     (the demo's guests must run the guest OS; --backup-only runs just these and
+                     replaces the "## Backups" section of --out)
+
+The extra guests are removed with their disks at the end, the bench's backups and what the restore
+moved aside too.
 Usage: tools/bench.py --port 22220 [--fresh-port 22230] [--runs 5] [--extra 1000] [--out docs/BENCHMARKS.md]
+                      [--backup-only]
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -49,6 +60,21 @@ PLAYBOOK = str(PROJECT / "site.yml")
 INVENTORY = str(PROJECT / "inventories" / "demo")
 PING = "- hosts: hypervisors\n  gather_facts: false\n  tasks:\n    - name: Ping\n      ansible.builtin.ping:\n"
 V = "virsh -c qemu:///system "
+# cp --sparse=always of a disk, flushed: prints the bytes it allocated and the seconds it took.
+CP = ("import os, subprocess, time; s = time.monotonic(); subprocess.run(['cp', '--sparse=always', %r, %r], "
+      "check=True); os.sync(); e = time.monotonic(); print(os.stat(%r).st_blocks * 512, e - s); os.unlink(%r)")
+# Runs SCRIPT inside win11 through its guest agent, on the demo host, within 300 s.
+GUEST_EXEC = """import base64, json, sys, time
+import libvirt, libvirt_qemu
+dom = libvirt.open("qemu:///system").lookupByName("win11")
+def agent(c):
+    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(c), 30, 0))["return"]
+pid = agent({"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", SCRIPT]}})["pid"]
+deadline = time.monotonic() + 300
+while not agent({"execute": "guest-exec-status", "arguments": {"pid": pid}})["exited"]:
+    if time.monotonic() > deadline:
+        sys.exit("the script in win11 did not finish within 300 s")
+    time.sleep(0.2)"""
 
 
 def extra_guests(count: int, state: str = "shutdown") -> list[dict]:
@@ -172,10 +198,60 @@ class Bench:
             print("bench: remove %d guests and their disks: %.1f s" % (extra, time.monotonic() - start), flush=True)
         if self.args.boot:  # the demo's guests run the guest OS (demo_guest_os_enabled)
             rows["boot"] = self.boot(port)
+        rows["backups"] = self.backups(port)
         if self.args.fresh_port:
             rows["fresh"] = self.row("fresh", "the demo site on a new container (first converge)",
                                      [self.fresh() for _run in range(min(self.args.runs, 3))])
         self.write(rows)
+
+    def adhoc(self, port: int, module: str, args: dict) -> dict:
+        """One module run on the demo (ansible ad hoc, one-line output): its result."""
+        proc = subprocess.run(["ansible", "-i", INVENTORY, "-e", "ansible_port=%d" % port, "hypervisors", "-o",
+                               "-m", module, "-a", json.dumps(args)], capture_output=True, text=True, env=self.env,
+                              check=False, cwd=PROJECT)
+        if proc.returncode != 0:
+            sys.exit("bench: %s failed:\n%s\n%s" % (module, proc.stdout[-3000:], proc.stderr[-2000:]))
+        return json.loads(proc.stdout.split("=>", 1)[1])
+
+    def in_guest(self, port: int, script: str) -> None:
+        """A shell script run inside win11 through its agent, bounded (300 s)."""
+        self.ssh(port, "python3 - <<'EOF'\n%s\nEOF" % GUEST_EXEC.replace("SCRIPT", json.dumps(script)))
+
+    def backups(self, port: int) -> dict:
+        """win11's backups and restore against cp of the same disk (see the module docstring)."""
+        dest = "/mnt/vm/bench-backups"
+        disk = "/mnt/vm/win11.qcow2"
+        args = {"guests": ["win11"], "dest": dest, "keep": 1000, "max_incrementals": 1000}
+        out: dict = {"cp": [], "full": []}
+        try:
+            for _run in range(self.args.runs):
+                script = CP % (disk, *(["/mnt/vm/bench-cp.qcow2"] * 3))
+                copy = self.ssh(port, "python3 -c %s" % shlex.quote(script)).split()
+                out["cp"].append({"bytes": int(copy[0]), "seconds": float(copy[1])})
+                full = self.adhoc(port, "kvmlab.hypervisor.libvirt_backup", dict(args, mode="full"))
+                taken = full["backups"]["win11"]
+                written = int(self.ssh(port, "du -B1 %s/vda.qcow2 | cut -f1" % taken["path"]))
+                out["full"].append({"bytes": written, "seconds": taken["seconds"]})
+            for mib in (10, 100):
+                self.in_guest(port, "dd if=/dev/urandom of=/var/lib/bench-%d bs=1M count=%d conv=fsync status=none"
+                                    " && sync" % (mib, mib))
+                taken = self.adhoc(port, "kvmlab.hypervisor.libvirt_backup", args)["backups"]["win11"]
+                if taken["kind"] != "incremental":
+                    sys.exit("bench: the backup after %d MiB written was %s, not incremental" % (mib, taken["kind"]))
+                copied = int(self.ssh(port, "du -B1 %s/vda.qcow2 | cut -f1" % taken["path"]))
+                out["inc%d" % mib] = {"written": mib << 20, "bytes": copied, "seconds": taken["seconds"]}
+            start = time.monotonic()
+            restored = self.adhoc(port, "kvmlab.hypervisor.libvirt_restore",
+                                  {"guest": "win11", "source": dest, "overwrite": True})
+            out["restore"] = {"seconds": time.monotonic() - start, "chain": len(restored["backup"]["chain"]),
+                              "bytes": int(self.ssh(port, "du -B1 %s | cut -f1" % disk))}
+        finally:
+            self.ssh(port, "rm -rf %s /mnt/vm/bench-cp.qcow2 /mnt/vm/*.pre-restore-*" % dest)
+        for key in ("cp", "full"):
+            out[key + "_median"] = {k: statistics.median(r[k] for r in out[key]) for k in ("bytes", "seconds")}
+        print("bench: backups       full %.2f s, cp %.2f s, restore %.2f s" % (
+            out["full_median"]["seconds"], out["cp_median"]["seconds"], out["restore"]["seconds"]), flush=True)
+        return out
 
     def boot(self, port: int) -> float:
         """Seconds from starting the demo's three guests together until all their agents answer."""
@@ -266,10 +342,42 @@ class Bench:
         for key, title in (("noop", "a no-op (3 guests)"), ("noop+", "a no-op with %d extra guests" % extra)):
             lines += ["", "## The remote task executions of %s" % title, "", "| task | executions |", "|---|---:|"]
             lines += ["| %s | %d |" % (task, n) for task, n in rows[key]["runs"][-1]["by_task"].items()]
+        lines += self.backup_lines(rows["backups"])
         out = Path(self.args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines) + "\n")
         print("bench: wrote %s" % out)
+
+    def backup_lines(self, b: dict) -> list[str]:
+        full, cp = b["full_median"], b["cp_median"]
+        rate = (full["bytes"] / full["seconds"]) / (cp["bytes"] / cp["seconds"])
+        lines = ["", "## Backups", "",
+                 "win11 of the demo, running the guest OS; medians of %d alternating runs of each copy. A full"
+                 " backup's time is the module's own: the copy by libvirt's backup job, `qemu-img check` and the"
+                 " SHA-256 of every file." % len(b["full"]), "",
+                 "| run | bytes written | seconds | MiB/s |", "|---|---:|---:|---:|"]
+        for label, r in (("`cp --sparse=always` of win11.qcow2", cp), ("full backup of win11", full)):
+            lines.append("| %s | %d | %.2f | %.1f |" % (label, r["bytes"], r["seconds"],
+                                                       r["bytes"] / r["seconds"] / 2**20))
+        for mib in (10, 100):
+            r = b["inc%d" % mib]
+            lines.append("| incremental backup after %d MiB written inside | %d (%.2fx the data written) | %.2f | |"
+                         % (mib, r["bytes"], r["bytes"] / r["written"], r["seconds"]))
+        r = b["restore"]
+        lines.append("| restore of the %d-backup chain over the running guest (whole module run) | %d | %.2f | %.1f |"
+                     % (r["chain"], r["bytes"], r["seconds"], r["bytes"] / r["seconds"] / 2**20))
+        lines += ["", "| target (issue 21) | measured | met |", "|---|---|---|",
+                  "| a full backup's throughput at least 80 %% of `cp --sparse=always`'s | %.0f %% | %s |"
+                  % (rate * 100, "yes" if rate >= 0.8 else "**no**")]
+        return lines
+
+    def backup_only(self) -> None:
+        """Just the backup rows, written over the "## Backups" section of --out (or appended)."""
+        out = Path(self.args.out)
+        text = out.read_text() if out.exists() else "# Benchmarks\n"
+        text = re.sub(r"\n## Backups\n.*?(?=\n## |\Z)", "", text, flags=re.S).rstrip("\n") + "\n"
+        out.write_text(text + "\n".join(self.backup_lines(self.backups(self.args.port))) + "\n")
+        print("bench: wrote the backup rows to %s" % out)
 
 
 def main() -> None:
@@ -280,8 +388,13 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=1000, help="extra guests for the rows at scale")
     parser.add_argument("--boot", action="store_true",
                         help="also time the boot of the demo's guests (they must run the guest OS)")
+    parser.add_argument("--backup-only", action="store_true", help="only the backup rows (see above)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
-    Bench(parser.parse_args()).run()
+    args = parser.parse_args()
+    if args.backup_only:
+        Bench(args).backup_only()
+    else:
+        Bench(args).run()
 
 
 if __name__ == "__main__":

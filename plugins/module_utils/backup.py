@@ -201,7 +201,7 @@ def verify(gdir: str, manifest: dict) -> None:
                 % (guest, name, rel)
             )
         try:
-            st = os.lstat(path)
+            st = os.lstat(os.path.join(root, rel))  # the file itself: a symbolic link is no backup file
         except OSError:
             raise BackupError(
                 "guest %s, backup %s: %s is missing; restore refuses it - restore another backup." % (guest, name, rel)

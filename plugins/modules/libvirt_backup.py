@@ -84,6 +84,7 @@ attributes:
     description: Reports each guest's backup kind and estimated size and writes nothing.
   diff_mode:
     support: none
+    description: A backup or a restore has no before and after to show; the result lists what was written.
 """
 
 EXAMPLES = r"""
@@ -124,6 +125,7 @@ except ImportError:
     libvirt = None
 
 CHECKPOINT_PREFIX = "kvmlab-"
+PAUSED = ".paused-by-kvmlab"
 
 
 def version(number: int) -> str:
@@ -417,7 +419,9 @@ def copy_online(dom, pl: dict, folder: str, deadline: float) -> dict:
     bx, cx = backup_xml(pl, folder)
     flags = libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL if pl["parent"] is not None else 0
     paused = dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    if paused:
+    if paused:  # the marker tells the next run to resume the guest if this one is killed meanwhile
+        with open(os.path.join(folder, PAUSED), "w", encoding="utf-8"):
+            pass
         dom.suspend()
     try:
         dom.backupBegin(bx, cx, flags)
@@ -426,6 +430,7 @@ def copy_online(dom, pl: dict, folder: str, deadline: float) -> dict:
     finally:
         if paused:
             dom.resume()
+            os.unlink(os.path.join(folder, PAUSED))
     wait_job(dom, deadline, pl["name"])
     return state
 
@@ -561,8 +566,14 @@ def write_manifest(conn, dom, pl: dict, state: dict) -> dict:
 
 def prune(gdir: str, keep: int) -> list[str]:
     """Remove the chains older than the newest `keep` (complete backups only, by their manifests)."""
-    complete, _ = bk.listing(gdir)
-    manifests = {n: bk.read_manifest(gdir, n) for n in complete}
+    complete = bk.listing(gdir)[0]
+    manifests = {}
+    for n in complete:
+        try:
+            manifests[n] = bk.read_manifest(gdir, n)
+        except bk.BackupError:  # not removed: what cannot be read is not known to be a chain's
+            continue
+    complete = [n for n in complete if n in manifests]
     fulls = [n for n in complete if manifests[n]["kind"] == "full"]
     old = set(fulls[:-keep]) if keep > 0 else set()
     removed = []
@@ -594,15 +605,29 @@ def backup_one(module, conn, spec: dict, params: dict, result: dict) -> None:
         }
         result["changed"] = True
         return
-    if not os.path.isdir(dest):
-        os.makedirs(dest, 0o711)
+    # Refused before anything is written, even the guest's directory: the space of dest, or of
+    # its nearest existing parent.
+    probe = dest
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    pl = plan(conn, spec, dest, params)
+    bk.need_space(name, "a %s backup" % pl["kind"], probe, pl["estimate"])
+    os.makedirs(dest, 0o711, exist_ok=True)
     with bk.Lock(gdir, params["lock_timeout"]):
-        if busy(conn.lookupByName(name)):
-            raise bk.BackupError(
-                "guest %s: a libvirt job (a backup of an interrupted run?) is running on it; wait for "
-                "it, or end it with virsh domjobabort." % name
-            )
+        # A backup job of a run killed meanwhile goes on writing into its .partial directory.
+        deadline = time.monotonic() + params["lock_timeout"]
+        while busy(conn.lookupByName(name)):
+            if time.monotonic() > deadline:
+                raise bk.BackupError(
+                    "guest %s: a libvirt job (a backup of an interrupted run?) is still running on it "
+                    "after %d s; wait for it, or end it with virsh domjobabort." % (name, params["lock_timeout"])
+                )
+            time.sleep(0.5)
         for entry in bk.listing(gdir)[1]:
+            dom = conn.lookupByName(name)
+            if os.path.exists(os.path.join(gdir, entry, PAUSED)) and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+                params["warnings"].append("guest %s: resumed; a killed backup run had paused it." % name)
             bk.remove_tree(os.path.join(gdir, entry))
             result["removed"].append(os.path.join(gdir, entry))
             params["warnings"].append(
@@ -644,7 +669,7 @@ def core(module: AnsibleModule) -> dict:
             errors.append(str(exc))
         except (libvirt.libvirtError, OSError) as exc:
             errors.append("guest %s: the backup failed: %s" % (spec["name"], exc))
-    for warning in params["warnings"]:
+    for warning in dict.fromkeys(params["warnings"]):  # plan() runs twice: before and under the lock
         module.warn(warning)
     if errors:
         module.fail_json(msg="\n".join(errors), **result)

@@ -67,6 +67,7 @@ attributes:
     description: Checks the chain and reports what would be restored and moved aside; changes nothing.
   diff_mode:
     support: none
+    description: A backup or a restore has no before and after to show; the result lists what was written.
 """
 
 EXAMPLES = r"""
@@ -278,7 +279,7 @@ def swap_in(module, dom, top: dict, targets: list, aside: dict) -> None:
             write_part(target, target[2] + PART, top["deadline"], what)
         # Everything restored is on disk: now the guest goes, and what it had is moved aside.
         if dom is not None and dom.isActive():
-            module.warn("%s: the guest was forced off to restore it (restore_overwrite)." % what)
+            module.warn("%s: the guest was forced off to restore it (kvmlab_restore_overwrite)." % what)
             dom.destroy()
         if top.get("tpm") and top["tpm"]["type"] == "external":
             # Its swtpm must read the restored state when the guest next connects (the socket stays).
@@ -328,7 +329,8 @@ def restore(module, conn, gdir: str, p: dict, result: dict) -> dict:
     if (dom is not None or existing) and not p["overwrite"]:
         what = (["the guest's definition in libvirt"] if dom is not None else []) + existing
         raise bk.BackupError(
-            "guest %s, backup %s: restoring would replace %s; set restore_overwrite: true (overwrite) to "
+            "guest %s, backup %s: restoring would replace %s; set kvmlab_restore_overwrite: true (the module's "
+            "overwrite) to "
             "move them aside and restore. Nothing was changed." % (guest, name, ", ".join(what))
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

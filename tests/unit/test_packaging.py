@@ -60,7 +60,7 @@ def test_the_tarball_holds_the_collection_and_no_ones_site(tmp_path):
     assert {"roles", "plugins", "playbooks", "meta", "LICENSE", "README.md"} <= top
     assert not top & {"examples", "tests", "molecule", "tools", "inventories", ".kvmlab", "collections", "reports"}
     assert sorted({n.split("/")[1] for n in names if n.startswith("roles/") and n.count("/") >= 1}) == [
-        "guest", "host", "network", "storage"]
+        "backup", "guest", "host", "network", "restore", "storage"]
 
 
 def test_the_old_module_name_runs_the_new_module_with_a_deprecation(tmp_path):
