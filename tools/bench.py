@@ -357,8 +357,8 @@ class Bench:
                  " SHA-256 of every file." % len(b["full"]), "",
                  "| run | bytes written | seconds | MiB/s |", "|---|---:|---:|---:|"]
         for label, r in (("`cp --sparse=always` of win11.qcow2", cp), ("full backup of win11", full)):
-            lines.append("| %s | %d | %.2f | %.1f |" % (label, r["bytes"], r["seconds"],
-                                                       r["bytes"] / r["seconds"] / 2**20))
+            rate_mib = r["bytes"] / r["seconds"] / 2**20
+            lines.append("| %s | %d | %.2f | %.1f |" % (label, r["bytes"], r["seconds"], rate_mib))
         for mib in (10, 100):
             r = b["inc%d" % mib]
             lines.append("| incremental backup after %d MiB written inside | %d (%.2fx the data written) | %.2f | |"
