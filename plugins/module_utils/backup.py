@@ -55,11 +55,17 @@ def new_name(gdir: str, now: float | None = None) -> str:
     return name
 
 
-def sha256_file(path: str) -> str:
+def sha256_file(path: str, deadline: float | None = None) -> str:
+    """The file's SHA-256; BackupError once time.monotonic() passes `deadline` (the run's timeout)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
+            if deadline is not None and time.monotonic() > deadline:
+                raise BackupError(
+                    "%s: its checksum was not done within the timeout; raise the timeout (slow storage or a "
+                    "huge file)." % path
+                )
     return digest.hexdigest()
 
 
@@ -71,13 +77,13 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def file_record(path: str, rel: str, source: str | None = None) -> dict:
+def file_record(path: str, rel: str, source: str | None = None, deadline: float | None = None) -> dict:
     """What the manifest says of one file: enough to check it and to put it back as it was."""
     st = os.lstat(path)
     return {
         "file": rel,
         "size": st.st_size,
-        "sha256": sha256_file(path),
+        "sha256": sha256_file(path, deadline),
         "source": source,
         "mode": stat.S_IMODE(st.st_mode),
         "uid": st.st_uid,
@@ -188,7 +194,7 @@ def records(manifest: dict) -> list[dict]:
     return out
 
 
-def verify(gdir: str, manifest: dict) -> None:
+def verify(gdir: str, manifest: dict, deadline: float | None = None) -> None:
     """Each file of a backup is there, with its size and SHA-256; BackupError names the first that is not."""
     guest, name = os.path.basename(gdir), manifest["name"]
     root = os.path.realpath(os.path.join(gdir, name))
@@ -211,7 +217,7 @@ def verify(gdir: str, manifest: dict) -> None:
                 "guest %s, backup %s: %s has %d bytes, the manifest says %s; restore refuses it - "
                 "restore another backup." % (guest, name, rel, st.st_size, rec.get("size"))
             )
-        if sha256_file(path) != rec.get("sha256"):
+        if sha256_file(path, deadline) != rec.get("sha256"):
             raise BackupError(
                 "guest %s, backup %s: the checksum of %s does not match its manifest; restore refuses "
                 "it - restore another backup." % (guest, name, rel)

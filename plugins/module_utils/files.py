@@ -11,19 +11,31 @@ import tempfile
 def write_file(module, path: str, text: str, mode: int | None = None) -> None:
     """Replaces `path` atomically: a temporary file beside it, flushed to disk, then renamed over
     it, so a run killed halfway leaves the old file or the new one, never a part. Missing parent
-    directories are made (0755). The mode is `mode`, else the old file's, else 0644."""
+    directories are made (0755). The mode is `mode`, else the old file's, else 0644; the file has
+    it from the start (a 0600 file is never readable by others, not even for a moment)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o755, exist_ok=True)
+    exists = os.path.exists(path)
+    keep = mode is None  # the old file's owner, mode and SELinux context
     if mode is None:
-        mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".kvmlab-", dir=folder)
+        mode = os.stat(path).st_mode & 0o7777 if exists else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=".kvmlab-", dir=folder)  # made 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        module.atomic_move(tmp, path)
+        if exists:
+            module.atomic_move(tmp, path, keep_dest_attrs=keep)
+        else:
+            # AnsibleModule.atomic_move would give a new file the umask's mode after the rename.
+            os.rename(tmp, path)
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -117,6 +117,7 @@ import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import backup as bk
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import write_file
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, run_module
 
 try:
@@ -447,7 +448,7 @@ def copy_offline(pl: dict, folder: str, deadline: float) -> dict:
     return copy_state(pl, folder)
 
 
-def take(conn, pl: dict, params: dict) -> dict:
+def take(module, conn, pl: dict, params: dict) -> dict:
     """One guest's backup, written into <name>.partial and renamed when complete."""
     dom, name, gdir = pl["dom"], pl["name"], pl["gdir"]
     start = time.monotonic()
@@ -467,7 +468,7 @@ def take(conn, pl: dict, params: dict) -> dict:
     )
     try:
         state = copy_online(dom, pl, folder, deadline) if pl["online"] else copy_offline(pl, folder, deadline)
-        manifest = write_manifest(conn, dom, pl, state)
+        manifest = write_manifest(module, conn, pl, state)
         os.rename(folder, os.path.join(gdir, bname))
         bk.fsync_dir(gdir)
     except Exception:
@@ -495,14 +496,10 @@ def take(conn, pl: dict, params: dict) -> dict:
     }
 
 
-def write_manifest(conn, dom, pl: dict, state: dict) -> dict:
+def write_manifest(module, conn, pl: dict, state: dict) -> dict:
     """The domain XML, each disk checked, and the manifest - written last, flushed to disk."""
-    name, bname, folder, deadline = pl["name"], pl["bname"], pl["folder"], pl["deadline"]
-    with open(os.path.join(folder, "domain.xml"), "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(pl["inactive"])
-        f.flush()
-        os.fsync(f.fileno())
+    dom, name, bname, folder, deadline = pl["dom"], pl["name"], pl["bname"], pl["folder"], pl["deadline"]
+    write_file(module, os.path.join(folder, "domain.xml"), pl["inactive"], 0o600)  # it holds secrets
     disks = []
     for d in pl["parts"]["disks"]:
         path = os.path.join(folder, d["dev"] + ".qcow2")
@@ -511,7 +508,7 @@ def write_manifest(conn, dom, pl: dict, state: dict) -> dict:
             deadline - time.monotonic(),
             "guest %s: qemu-img check of disk %s's backup" % (name, d["dev"]),
         )
-        rec = bk.file_record(path, d["dev"] + ".qcow2", d["source"])
+        rec = bk.file_record(path, d["dev"] + ".qcow2", d["source"], deadline)
         src = os.stat(d["source"])
         rec.update(
             dev=d["dev"],
@@ -528,7 +525,7 @@ def write_manifest(conn, dom, pl: dict, state: dict) -> dict:
             "type": pl["parts"]["tpm"]["type"],
             "source": pl["parts"]["tpm"]["source"],
             "files": [
-                bk.file_record(os.path.join(folder, "tpm", rel), os.path.join("tpm", rel), src)
+                bk.file_record(os.path.join(folder, "tpm", rel), os.path.join("tpm", rel), src, deadline)
                 for src, rel in state["tpm"]
             ],
         }
@@ -548,19 +545,13 @@ def write_manifest(conn, dom, pl: dict, state: dict) -> dict:
         "libvirt": version(conn.getLibVersion()),
         "qemu": version(conn.getVersion()),
         "disks": disks,
-        "nvram": bk.file_record(os.path.join(folder, "nvram.fd"), "nvram.fd", state["nvram"][1])
+        "nvram": bk.file_record(os.path.join(folder, "nvram.fd"), "nvram.fd", state["nvram"][1], deadline)
         if state["nvram"]
         else None,
         "tpm": tpm,
         "domain_xml": bk.file_record(os.path.join(folder, "domain.xml"), "domain.xml"),
     }
-    path = os.path.join(folder, bk.MANIFEST)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(path + ".tmp", path)
-    bk.fsync_dir(folder)
+    write_file(module, os.path.join(folder, bk.MANIFEST), json.dumps(manifest, indent=1, sort_keys=True), 0o600)
     return manifest
 
 
@@ -635,7 +626,7 @@ def backup_one(module, conn, spec: dict, params: dict, result: dict) -> None:
             )
         pl = plan(conn, spec, dest, params)
         bk.need_space(name, "a %s backup" % pl["kind"], dest, pl["estimate"])
-        result["backups"][name] = take(conn, pl, params)
+        result["backups"][name] = take(module, conn, pl, params)
         result["changed"] = True
         result["removed"] += prune(gdir, params["keep"])
 

@@ -134,7 +134,7 @@ def check_chain(gdir: str, manifests: list[dict], deadline: float) -> None:
     passes qemu-img check."""
     guest = os.path.basename(gdir)
     for i, manifest in enumerate(manifests):
-        bk.verify(gdir, manifest)
+        bk.verify(gdir, manifest, deadline)
         for disk in manifest["disks"]:
             path = os.path.join(gdir, manifest["name"], disk["file"])
             what = "guest %s, backup %s: disk %s" % (guest, manifest["name"], disk["dev"])

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import time
 
 import pytest
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import backup as bk
@@ -39,13 +40,6 @@ def make_backup(gdir, name, parent=None, chain=None, devs=("vda",)):
     }
     (folder / bk.MANIFEST).write_text(json.dumps(manifest))
     return manifest
-
-
-@pytest.fixture
-def gdir(tmp_path):
-    g = tmp_path / "win 11 & ü's"
-    g.mkdir()
-    return g
 
 
 def chain3(gdir):
@@ -240,3 +234,11 @@ def test_tpm_trees_are_copied_with_modes_and_without_links(tmp_path):
     os.symlink("/etc/passwd", str(src / "link"))
     with pytest.raises(bk.BackupError, match="neither a file nor a directory"):
         bk.copy_tree(str(src), str(tmp_path / "copy2"))
+
+
+def test_hashing_is_bounded_by_the_runs_deadline(gdir):
+    path = gdir / "big"
+    path.write_bytes(b"\0" * (bk.CHUNK + 1))
+    with pytest.raises(bk.BackupError, match="not done within the timeout; raise the timeout"):
+        bk.sha256_file(str(path), time.monotonic() - 1)
+    assert bk.sha256_file(str(path), time.monotonic() + 60) == bk.sha256_file(str(path))

@@ -134,7 +134,7 @@ class Host:
             return 0, json.dumps(self.findmnt), ""
         return 0, "", ""
 
-    def atomic_move(self, src, dest):
+    def atomic_move(self, src, dest, keep_dest_attrs=True):
         os.replace(src, dest)
 
     def warn(self, msg):

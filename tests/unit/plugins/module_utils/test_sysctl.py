@@ -37,7 +37,7 @@ class Module:
     def __init__(self, check_mode):
         self.check_mode = check_mode
 
-    def atomic_move(self, src, dest):
+    def atomic_move(self, src, dest, keep_dest_attrs=True):
         os.replace(src, dest)
 
 

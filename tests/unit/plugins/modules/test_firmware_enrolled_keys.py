@@ -71,7 +71,7 @@ def run(monkeypatch, tree, check_mode=False, tool="ok"):
                 dst.write(src.read() + b" +PK +KEK +db +SecureBoot")
             return 0, "", ""
 
-        def atomic_move(self, src, dest):
+        def atomic_move(self, src, dest, keep_dest_attrs=True):
             os.replace(src, dest)
 
         def fail_json(self, **kw):

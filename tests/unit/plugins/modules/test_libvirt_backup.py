@@ -54,13 +54,6 @@ def base(gdir, dom, parts=None, online=True, **kw):
     return (parent or {}).get("name"), reason, p["warnings"]
 
 
-@pytest.fixture
-def gdir(tmp_path):
-    g = tmp_path / "win 11 & ü's"
-    g.mkdir()
-    return g
-
-
 def test_an_incremental_builds_on_the_newest_backup_while_its_checkpoint_exists(gdir):
     chain3(gdir)
     assert base(gdir, Dom(["kvmlab-20261207T120000Z"])) == ("20261207T120000Z", None, [])

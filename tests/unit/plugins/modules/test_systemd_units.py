@@ -37,7 +37,7 @@ def run(monkeypatch, directory, states: dict, check_mode=False, units=None):
                 return 0, out + "\n", ""
             return 0, "", ""
 
-        def atomic_move(self, src, dest):
+        def atomic_move(self, src, dest, keep_dest_attrs=True):
             os.replace(src, dest)
 
         def fail_json(self, **kw):
