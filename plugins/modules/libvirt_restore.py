@@ -286,15 +286,29 @@ def swap_in(module, dom, top: dict, targets: list, aside: dict) -> None:
             subprocess.run(
                 ["systemctl", "stop", "kvmlab-swtpm-%s.service" % guest], capture_output=True, timeout=60, check=False
             )
-        for path, moved in aside.items():
-            os.rename(path, moved)
-        for (_kind, _src, target, _rec), part in zip(targets, parts, strict=True):
-            os.rename(part, target)
-            bk.fsync_dir(os.path.dirname(target))
+        put_in_place(aside, [(part, t[2]) for t, part in zip(targets, parts, strict=True)], what)
         parts = []
     finally:
         for part in parts:
             remove(part)
+
+
+def put_in_place(aside: dict, renames: list, what: str) -> None:
+    """What the guest has moved aside, then each written part renamed onto its target. Should a rename
+    fail halfway, the renames done are undone: the guest keeps all of its own files, none restored."""
+    done = []
+    try:
+        for path, moved in list(aside.items()) + renames:
+            os.rename(path, moved)
+            done.append((path, moved))
+            bk.fsync_dir(os.path.dirname(moved))
+    except OSError as exc:
+        for path, moved in reversed(done):
+            os.rename(moved, path)
+        raise bk.BackupError(
+            "%s: putting %s in place failed (%s); the guest's own files were put back and nothing was "
+            "restored. Fix the cause and run the restore again." % (what, exc.filename, exc.strerror)
+        ) from None
 
 
 def redefine(conn, dom, top: dict, start: bool) -> None:
