@@ -147,8 +147,15 @@ def guests(host):
     (they boot once, with the converge; each test module waits for their agents again, which
     costs a ping each when they are up)."""
     g = Guests(host)
-    g.wait(GUESTS)
+    if FIRST_BOOT:  # the first module only: later ones meet guests the tests have restarted
+        FIRST_BOOT.clear()
+        SUMMARY["first boots reset"] += len(g.first_boot(GUESTS))
+    else:
+        g.wait(GUESTS)
     return g
+
+
+FIRST_BOOT = [True]
 
 
 # The verify step's summary: every number is counted by the tests as their assertions pass.
@@ -169,6 +176,7 @@ SUMMARY_ROWS = [
     ("inventory listings that met a guest going (left out)", "inventory listings that met a guest going"),
     ("bytes of guest data compared (apparent sizes)", "guest data bytes checked"),
     ("bytes of guest data lost", "guest data bytes lost"),
+    ("guests reset once, their first boot stuck under TCG", "first boots reset"),
 ]
 
 

@@ -223,6 +223,10 @@ class Bench:
         disk = "/mnt/vm/win11.qcow2"
         args = {"guests": ["win11"], "dest": dest, "keep": 1000, "max_incrementals": 1000}
         out: dict = {"cp": [], "full": []}
+        # The guest booted with the site's run just before: its agent answers first (the rows write inside).
+        self.ssh(port, "deadline=$((SECONDS + 420)); until %s qemu-agent-command win11 '{\"execute\": \"guest-ping\"}' "
+                       "--timeout 2 >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || "
+                       "{ echo 'win11: no agent within 420 s' >&2; exit 1; }; sleep 1; done" % V)
         try:
             for _run in range(self.args.runs):
                 script = CP % (disk, *(["/mnt/vm/bench-cp.qcow2"] * 3))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from guest_agent import V
 
@@ -202,3 +203,117 @@ def test_faults_leave_no_backup_restore_would_take(guests, host, site):
     # One kvmlab checkpoint is left: the newest backup's.
     names = host.check_output(V + "checkpoint-list win11 --name").split()
     assert names == [manifest(host, after[-1])["checkpoint"]], names
+
+
+# Inside win11: files rewritten (4 MiB each, fsynced) in a loop while /run/kvmlab-writing exists;
+# /var/lib/kvmlab-count holds the number of the last one done (renamed into place, so it is always
+# a whole number).
+WRITER = """touch /run/kvmlab-writing
+setsid sh -c 'i=0; while [ -e /run/kvmlab-writing ]; do i=$((i+1))
+dd if=/dev/urandom of=/var/lib/kvmlab-writer-$((i % 4)) bs=1M count=4 conv=fsync status=none
+printf %d $i > /var/lib/kvmlab-count.tmp && mv /var/lib/kvmlab-count.tmp /var/lib/kvmlab-count && sync
+done' </dev/null >/dev/null 2>&1 &
+"""
+
+
+def written(guests) -> int:
+    return int(guests.sh("win11", "cat /var/lib/kvmlab-count 2>/dev/null || echo 0"))
+
+
+def wait_written(guests, more_than: int) -> int:
+    deadline = time.monotonic() + 60
+    while (n := written(guests)) <= more_than:
+        assert time.monotonic() < deadline, "the writer inside win11 wrote nothing in 60 s"
+        time.sleep(0.5)
+    return n
+
+
+def test_a_backup_taken_while_the_guest_writes_restores_to_a_disk_that_checks_and_mounts(guests, host, site):
+    guests.wait(["win11"])
+    guests.sh("win11", "rm -f /var/lib/kvmlab-count")
+    guests.sh("win11", WRITER)
+    try:
+        before = wait_written(guests, 1)
+        run = backup(site, *ONLY_WIN11, *e(kvmlab_backup_mode="full"))
+        after = wait_written(guests, written(guests))
+    finally:
+        guests.sh("win11", "rm -f /run/kvmlab-writing")
+    assert run.rc == 0, run
+    taken = complete(host)[-1]
+    assert manifest(host, taken)["kind"] == "full"
+    print("writes inside win11 around the backup: %d before it, %d after" % (before, after))
+
+    # Restored without starting it: the disk passes qemu-img check, then the guest boots from it.
+    run = restore(site, *e(kvmlab_restore_guest="win11", kvmlab_restore_overwrite=True, kvmlab_restore_start=False))
+    assert run.rc == 0 and run.changed == 1, run
+    assert guests.state("win11") == "shut off"
+    host.run_test("qemu-img check -q /mnt/vm/win11.qcow2")
+    host.run_test(V + "start win11")
+    guests.wait(["win11"])
+    assert guests.sh("win11", "findmnt -no OPTIONS /").startswith("rw"), "win11's root is not mounted read-write"
+    assert guests.sh("win11", "dmesg | grep -c 'EXT4-fs error' || true").strip() == "0"
+    # The restored disk is one point in time of the writes: a count between the two read around the backup.
+    assert before <= written(guests) <= after
+    run = site()
+    assert run.rc == 0 and run.changed == 0, run
+
+
+# On the host: libvirtd restarted once the backup job has made its disk target, polling every 10 ms.
+RESTARTER = """import glob, subprocess, sys, time
+deadline = time.monotonic() + 120
+while not glob.glob(sys.argv[1] + "/*.partial/vda.qcow2"):
+    if time.monotonic() > deadline:
+        sys.exit("no backup job seen")
+    time.sleep(0.01)
+subprocess.run(["systemctl", "restart", "libvirtd.service"], check=True)
+"""
+
+
+def test_a_backup_cut_by_a_libvirtd_restart_is_never_offered_and_the_next_run_recovers(guests, host, site):
+    guests.wait(["win11"])
+    before = complete(host)
+    host.run_test("systemd-run --unit=kvmlab-libvirtd-restarter python3 -c %s %s", RESTARTER, GDIR)
+    run = backup(site, *ONLY_WIN11, *e(kvmlab_backup_mode="full"))
+    host.run("systemctl stop kvmlab-libvirtd-restarter")
+    assert run.rc != 0, run
+    assert complete(host) == before
+    assert host.run("ls -d %s/*.partial", GDIR).rc == 0
+    host.run_test("systemctl is-active libvirtd.service")
+    # The next run waits for whatever job is left, removes the leftovers, resumes the guest if the
+    # cut run had paused it, and takes a backup.
+    run = backup(site, *ONLY_WIN11)
+    assert run.rc == 0 and "removed the incomplete backup" in said(run), run
+    assert guests.state("win11") == "running"
+    guests.wait(["win11"], 120)
+    assert host.run("ls -d %s/*.partial", GDIR).rc != 0
+    assert complete(host)[:-1] == before
+    run = site()
+    assert run.rc == 0 and run.changed == 0, run
+
+
+def test_a_shut_off_guest_is_backed_up_whole_and_restored_with_its_nvram(guests, host, site):
+    marker = "/var/lib/kvmlab-offline-marker"
+    guests.wait(["arch"])
+    guests.sh("arch", "printf at-backup > %s && sync" % marker)
+    host.run_test(V + "shutdown arch")
+    guests.wait_state("arch", "shut off", 120)
+    run = backup(site, *e(kvmlab_backup_guests=["arch"]))
+    assert run.rc == 0 and run.changed == 1, run
+    [name] = host.check_output("cd %s/arch && ls -d */manifest.json | cut -d/ -f1", DEST).split()
+    m = json.loads(host.file("%s/arch/%s/manifest.json" % (DEST, name)).content_string)
+    assert (m["kind"], m["state_at_backup"], m["checkpoint"], m["tpm"]) == ("full", "shut off", None, None), m
+    assert m["nvram"] and [d["dev"] for d in m["disks"]] == ["vda"], m
+    # A shut-off guest's backup leaves it off; the site starts it again.
+    assert guests.state("arch") == "shut off"
+    assert site().rc == 0
+    guests.wait(["arch"])
+    guests.sh("arch", "printf after-backup > %s && sync" % marker)
+
+    run = restore(site, *e(kvmlab_restore_guest="arch", kvmlab_restore_overwrite=True))
+    assert run.rc == 0 and run.changed == 1, run
+    guests.wait(["arch"])
+    assert guests.sh("arch", "cat " + marker) == "at-backup"
+    assert guests.sh("arch", "od -An -tx1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+                     ).split()[-1] == "01"
+    run = site()
+    assert run.rc == 0 and run.changed == 0, run
