@@ -24,7 +24,7 @@ and moment; the ratio is that of the medians. Measured, in one call:
                      (one run; with --boot, when the demo's guests run the guest OS)
 
   backups            win11's full backup (the module's own time: copy, qemu-img check, checksums) against
-                     `cp --sparse=always` of the same disk on the same host, alternating, RUNS of each;
+                     `cp --reflink=never --sparse=always` of the same disk on the same host, alternating, RUNS of each;
                      incremental backups after 10 and 100 MiB written inside the guest (bytes copied
                      against bytes written); the restore of that chain over the running guest
                      (the demo's guests must run the guest OS; --backup-only runs just these and
@@ -60,8 +60,10 @@ PLAYBOOK = str(PROJECT / "site.yml")
 INVENTORY = str(PROJECT / "inventories" / "demo")
 PING = "- hosts: hypervisors\n  gather_facts: false\n  tasks:\n    - name: Ping\n      ansible.builtin.ping:\n"
 V = "virsh -c qemu:///system "
-# cp --sparse=always of a disk, flushed: prints the bytes it allocated and the seconds it took.
-CP = ("import os, subprocess, time; s = time.monotonic(); subprocess.run(['cp', '--sparse=always', %r, %r], "
+# cp of a disk, flushed: prints the bytes it allocated and the seconds it took.
+# --reflink=never: /mnt/vm is btrfs, where cp's default (auto) clones the file in no time.
+CP = ("import os, subprocess, time; s = time.monotonic(); "
+      "subprocess.run(['cp', '--reflink=never', '--sparse=always', %r, %r], "
       "check=True); os.sync(); e = time.monotonic(); print(os.stat(%r).st_blocks * 512, e - s); os.unlink(%r)")
 # Runs SCRIPT inside win11 through its guest agent, on the demo host, within 300 s.
 GUEST_EXEC = """import base64, json, sys, time
@@ -221,7 +223,8 @@ class Bench:
         """win11's backups and restore against cp of the same disk (see the module docstring)."""
         dest = "/mnt/vm/bench-backups"
         disk = "/mnt/vm/win11.qcow2"
-        args = {"guests": ["win11"], "dest": dest, "keep": 1000, "max_incrementals": 1000}
+        # keep 1: each full backup prunes the one before (the demo's 4 GiB /mnt/vm holds few copies).
+        args = {"guests": ["win11"], "dest": dest, "keep": 1, "max_incrementals": 1000}
         out: dict = {"cp": [], "full": []}
         # The guest booted with the site's run just before: its agent answers first (the rows write inside).
         self.ssh(port, "deadline=$((SECONDS + 420)); until %s qemu-agent-command win11 '{\"execute\": \"guest-ping\"}' "
@@ -354,13 +357,15 @@ class Bench:
 
     def backup_lines(self, b: dict) -> list[str]:
         full, cp = b["full_median"], b["cp_median"]
-        rate = (full["bytes"] / full["seconds"]) / (cp["bytes"] / cp["seconds"])
+        # Throughput of the same disk: cp copies its file as it is (zlib-compressed clusters and all),
+        # the backup job writes what the guest reads, so the bytes differ and the seconds compare.
+        rate = cp["seconds"] / full["seconds"]
         lines = ["", "## Backups", "",
                  "win11 of the demo, running the guest OS; medians of %d alternating runs of each copy. A full"
                  " backup's time is the module's own: the copy by libvirt's backup job, `qemu-img check` and the"
                  " SHA-256 of every file." % len(b["full"]), "",
                  "| run | bytes written | seconds | MiB/s |", "|---|---:|---:|---:|"]
-        for label, r in (("`cp --sparse=always` of win11.qcow2", cp), ("full backup of win11", full)):
+        for label, r in (("`cp --reflink=never --sparse=always` of win11.qcow2", cp), ("full backup of win11", full)):
             rate_mib = r["bytes"] / r["seconds"] / 2**20
             lines.append("| %s | %d | %.2f | %.1f |" % (label, r["bytes"], r["seconds"], rate_mib))
         for mib in (10, 100):
@@ -371,7 +376,8 @@ class Bench:
         lines.append("| restore of the %d-backup chain over the running guest (whole module run) | %d | %.2f | %.1f |"
                      % (r["chain"], r["bytes"], r["seconds"], r["bytes"] / r["seconds"] / 2**20))
         lines += ["", "| target (issue 21) | measured | met |", "|---|---|---|",
-                  "| a full backup's throughput at least 80 %% of `cp --sparse=always`'s | %.0f %% | %s |"
+                  "| a full backup of win11's disk at least 80 %% of cp's throughput (cp's seconds / the backup's) "
+                  "| %.0f %% | %s |"
                   % (rate * 100, "yes" if rate >= 0.8 else "**no**")]
         return lines
 
