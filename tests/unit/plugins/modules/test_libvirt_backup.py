@@ -142,3 +142,50 @@ def test_retention_keeps_the_newest_chains_and_nothing_else(gdir):
     removed = mod.prune(str(gdir), 1)
     assert sorted(p.rsplit("/", 1)[1] for p in removed) == ["20261207T100000Z", "20261207T110000Z", "20261207T120000Z"]
     assert sorted(p.name for p in gdir.iterdir()) == ["20261208T100000Z", "20261208T110000Z", "notes"]
+
+
+class Guest(Dom):
+    def __init__(self, active=True):
+        super().__init__()
+        self.active = active
+
+    def isActive(self):
+        return self.active
+
+
+def guest_xml(backend: str) -> ET.Element:
+    return ET.fromstring(
+        "<domain><os><nvram>/mnt/vm/win11_VARS.fd</nvram></os><devices>"
+        "<disk type='file' device='disk'><driver type='qcow2'/><source file='/mnt/vm/w.qcow2'/>"
+        "<target dev='vda'/></disk>"
+        "<disk type='file' device='cdrom'><target dev='sda'/></disk>"
+        "<tpm model='tpm-crb'><backend type='%s'/></tpm></devices></domain>" % backend
+    )
+
+
+def test_an_emulator_tpm_is_libvirts_state_directory_by_uuid(monkeypatch):
+    monkeypatch.setattr(mod.os.path, "isdir", lambda p: p == "/var/lib/libvirt/swtpm/" + UUID)
+    p = mod.parts(Guest(), guest_xml("emulator"), None, [])
+    assert p["tpm"] == {"type": "emulator", "source": "/var/lib/libvirt/swtpm/" + UUID}
+    assert [d["dev"] for d in p["disks"]] == ["vda"] and p["skipped"] == ["sda"]
+    assert p["nvram"] == "/mnt/vm/win11_VARS.fd"
+
+
+def test_an_emulator_tpm_without_state_yet_is_left_out_only_while_the_guest_never_ran(monkeypatch):
+    monkeypatch.setattr(mod.os.path, "isdir", lambda p: False)
+    assert mod.parts(Guest(active=False), guest_xml("emulator"), None, [])["tpm"] is None
+    with pytest.raises(mod.bk.BackupError, match=r"TPM state directory .* does not exist"):
+        mod.parts(Guest(active=True), guest_xml("emulator"), None, [])
+
+
+def test_tpm_state_dir_given_for_an_external_tpm_is_used_without_asking_systemd(monkeypatch):
+    monkeypatch.setattr(mod, "external_tpm_dir", lambda name: pytest.fail("systemd was asked"))
+    monkeypatch.setattr(mod.os.path, "isdir", lambda p: p == "/mnt/vm/tpm & ü")
+    assert mod.parts(Guest(), guest_xml("external"), "/mnt/vm/tpm & ü", [])["tpm"] == {
+        "type": "external", "source": "/mnt/vm/tpm & ü"}
+
+
+def test_an_external_tpm_whose_state_is_unknown_is_refused_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(mod, "external_tpm_dir", lambda name: None)
+    with pytest.raises(mod.bk.BackupError, match="give it as tpm_state_dir"):
+        mod.parts(Guest(), guest_xml("external"), None, [])

@@ -46,3 +46,64 @@ def test_a_rename_failing_halfway_puts_the_guests_own_files_back(tmp_path, monke
     for path in files:
         assert open(path).read().startswith("own ")
     assert not any(os.path.exists(moved) for moved in aside.values())
+
+
+class Checkpoint:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def delete(self, flags):
+        self.log.append(("checkpoint delete", self.name, flags))
+
+
+class Dom:
+    def __init__(self, log, uuid):
+        self.log, self.uuid = log, uuid
+
+    def UUIDString(self):
+        return self.uuid
+
+    def listAllCheckpoints(self, flags=0):
+        return [Checkpoint(self.log, "kvmlab-20261207T120000Z")]
+
+    def undefineFlags(self, flags):
+        self.log.append(("undefine", self.uuid, flags))
+
+    def create(self):
+        self.log.append(("start", self.uuid))
+
+
+class Conn:
+    def __init__(self, log, uuid):
+        self.log, self.uuid = log, uuid
+
+    def defineXML(self, xml):
+        self.log.append(("define", xml))
+        return Dom(self.log, self.uuid)
+
+
+BACKED_UP = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize("start", [True, False])
+def test_a_same_name_guest_with_another_uuid_is_undefined_keeping_its_nvram_and_tpm(tmp_path, start):
+    libvirt = pytest.importorskip("libvirt")
+    (tmp_path / "domain.xml").write_text("<domain>backed up</domain>")
+    log = []
+    other = Dom(log, "00000000-0000-4000-8000-000000000002")
+    mod.redefine(Conn(log, BACKED_UP), other, {"uuid": BACKED_UP, "folder": str(tmp_path)}, start)
+    keep = (libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+    assert log == [
+        ("checkpoint delete", "kvmlab-20261207T120000Z", libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY),
+        ("undefine", other.uuid, keep),
+        ("define", "<domain>backed up</domain>"),
+    ] + ([("start", BACKED_UP)] if start else [])
+
+
+def test_the_same_guest_is_redefined_in_place(tmp_path):
+    pytest.importorskip("libvirt")
+    (tmp_path / "domain.xml").write_text("<domain>backed up</domain>")
+    log = []
+    mod.redefine(Conn(log, BACKED_UP), Dom(log, BACKED_UP), {"uuid": BACKED_UP, "folder": str(tmp_path)}, False)
+    assert [entry[0] for entry in log] == ["checkpoint delete", "define"]
