@@ -69,14 +69,6 @@ def sha256_file(path: str, deadline: float | None = None) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def file_record(path: str, rel: str, source: str | None = None, deadline: float | None = None) -> dict:
     """What the manifest says of one file: enough to check it and to put it back as it was."""
     st = os.lstat(path)

@@ -8,6 +8,15 @@ import os
 import tempfile
 
 
+def fsync_dir(path: str) -> None:
+    """A directory flushed to disk: the renames and new entries in it survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file(module, path: str, text: str, mode: int | None = None) -> None:
     """Replaces `path` atomically: a temporary file beside it, flushed to disk, then renamed over
     it, so a run killed halfway leaves the old file or the new one, never a part. Missing parent
@@ -31,11 +40,7 @@ def write_file(module, path: str, text: str, mode: int | None = None) -> None:
         else:
             # AnsibleModule.atomic_move would give a new file the umask's mode after the rename.
             os.rename(tmp, path)
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(folder)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -117,7 +117,7 @@ import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import backup as bk
-from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import write_file
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import fsync_dir, write_file
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, run_module
 
 try:
@@ -470,7 +470,7 @@ def take(module, conn, pl: dict, params: dict) -> dict:
         state = copy_online(dom, pl, folder, deadline) if pl["online"] else copy_offline(pl, folder, deadline)
         manifest = write_manifest(module, conn, pl, state)
         os.rename(folder, os.path.join(gdir, bname))
-        bk.fsync_dir(gdir)
+        fsync_dir(gdir)
     except Exception:
         if pl["created_checkpoint"]:
             try:

@@ -103,6 +103,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils import backup as bk
+from ansible_collections.kvmlab.hypervisor.plugins.module_utils.files import fsync_dir
 from ansible_collections.kvmlab.hypervisor.plugins.module_utils.libvirt_common import connect, is_no_such, run_module
 
 try:
@@ -301,7 +302,7 @@ def put_in_place(aside: dict, renames: list, what: str) -> None:
         for path, moved in list(aside.items()) + renames:
             os.rename(path, moved)
             done.append((path, moved))
-            bk.fsync_dir(os.path.dirname(moved))
+            fsync_dir(os.path.dirname(moved))
     except OSError as exc:
         for path, moved in reversed(done):
             os.rename(moved, path)
